@@ -1,0 +1,1 @@
+"""Shared library of the apiplus workers: envelope, errors, settings, Kafka/Redis adapters, logs, metrics."""

@@ -1,0 +1,56 @@
+"""The event envelope every topic shares, deterministic ids and RFC 3339 timestamps. Pure."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+# Namespace for uuid5 ids: the same source ids always give the same event id.
+ID_NAMESPACE = uuid.UUID("0b7c3f52-8a4e-5d1e-9f0a-6a7069706c75")
+ENVELOPE_FIELDS = ("event_id", "type", "schema_version", "occurred_at", "producer")
+
+
+def deterministic_id(*parts: object) -> str:
+    """A stable id from source ids; `None` parts are kept distinct from empty strings."""
+    text = "\x1f".join("\x00" if p is None else str(p) for p in parts)
+    return str(uuid.uuid5(ID_NAMESPACE, text))
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, `Z`-suffixed; milliseconds only when the moment has them."""
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_from_epoch(seconds: float) -> str:
+    return rfc3339(datetime.fromtimestamp(seconds, tz=UTC))
+
+
+def parse_rfc3339(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {text!r}")
+    return moment.astimezone(UTC)
+
+
+def make_event(
+    type_: str,
+    *,
+    event_id: str,
+    occurred_at: str,
+    producer: str,
+    schema_version: int = 1,
+    **payload: Any,
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": event_id,
+        "type": type_,
+        "schema_version": schema_version,
+        "occurred_at": occurred_at,
+        "producer": producer,
+    }
+    event.update(payload)
+    return event

@@ -1,0 +1,48 @@
+"""The driver of the offline commands: JSONL in on stdin, JSONL out on stdout, one error line per bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO
+
+import orjson
+
+from apiplus.errors import ErrorCode, PermanentError
+
+
+def error_line(line_no: int, error: PermanentError, **known: Any) -> bytes:
+    detail: dict[str, Any] = {"code": str(error.code), "message": error.message}
+    if error.field is not None or "command_id" in known:
+        detail["field"] = error.field
+    return orjson.dumps({"line": line_no, **known, "error": detail}) + b"\n"
+
+
+def run_jsonl(
+    process: Callable[[bytes], Iterable[dict[str, Any]]],
+    stdin: BinaryIO,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+    context: Callable[[bytes], dict[str, Any]] | None = None,
+) -> int:
+    """Feed each non-blank line to `process`; refusals go to stderr and the run carries on.
+
+    Returns 0; an error reading or writing propagates (the caller exits non-zero).
+    """
+    for line_no, raw in enumerate(stdin, start=1):
+        line = raw.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        try:
+            outputs = list(process(line))
+        except PermanentError as exc:
+            stderr.write(error_line(line_no, exc, **(context(line) if context else {})))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one line must never stop the rest
+            internal = PermanentError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__}")
+            stderr.write(error_line(line_no, internal, **(context(line) if context else {})))
+            continue
+        for out in outputs:
+            stdout.write(orjson.dumps(out) + b"\n")
+    stdout.flush()
+    stderr.flush()
+    return 0

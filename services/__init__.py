@@ -1,0 +1,1 @@
+"""The apiplus workers; each subpackage is one independently run service."""

@@ -1,0 +1,246 @@
+"""Billing rules as a pure function: (tenant state, input event) -> (new state, billing events).
+
+No clock and no I/O: every time comes from the events themselves, so the worker and
+`apiplus billing replay` give the same output for the same input.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from apiplus.envelope import deterministic_id, make_event, parse_rfc3339, rfc3339
+from apiplus.errors import ErrorCode, PermanentError
+from services.billing.pricing import Catalog, Line, quote
+
+PRODUCER = "apiplus-billing"
+INPUT_TYPES = ("tenant.updated", "channel.activated", "channel.deactivated", "invoice.closing")
+FREE_CHANNEL_LINE = "Trial channel (included in the premium plan)"
+
+
+@dataclass(frozen=True)
+class BillingRules:
+    catalog: Catalog
+    notice_days: int = 10
+    seen_window: int = 5000  # event ids remembered per tenant for deduplication
+    closed_window: int = 36  # invoice periods remembered per tenant
+
+
+@dataclass(frozen=True)
+class TenantState:
+    tenant_id: str
+    plan: str | None = None  # None: never seen a tenant.updated
+    due_day: int = 1
+    created_at: str | None = None
+    active: dict[str, str] = field(default_factory=dict)  # channel_id -> activated_at
+    seen: tuple[str, ...] = ()
+    closed: dict[str, str] = field(default_factory=dict)  # period -> invoice_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "plan": self.plan,
+            "due_day": self.due_day,
+            "created_at": self.created_at,
+            "active": self.active,
+            "seen": list(self.seen),
+            "closed": self.closed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TenantState:
+        return cls(
+            tenant_id=data["tenant_id"],
+            plan=data.get("plan"),
+            due_day=int(data.get("due_day", 1)),
+            created_at=data.get("created_at"),
+            active=dict(data.get("active", {})),
+            seen=tuple(data.get("seen", ())),
+            closed=dict(data.get("closed", {})),
+        )
+
+    @property
+    def premium(self) -> bool:
+        return self.plan == "premium"
+
+    @property
+    def free_channels(self) -> int:
+        return 1 if self.premium else 0
+
+    def paid_channels(self) -> int:
+        return max(0, len(self.active) - self.free_channels)
+
+
+def due_date(year: int, month: int, due_day: int) -> date:
+    """The due date in a month; a day past the month's end falls on its last day (31 -> 28 Feb)."""
+    return date(year, month, min(due_day, calendar.monthrange(year, month)[1]))
+
+
+def next_due_date(moment: datetime, due_day: int) -> date:
+    today = moment.date()
+    this_month = due_date(today.year, today.month, due_day)
+    if this_month >= today:
+        return this_month
+    year, month = (today.year + 1, 1) if today.month == 12 else (today.year, today.month + 1)
+    return due_date(year, month, due_day)
+
+
+def apply(
+    state: TenantState | None, event: dict[str, Any], rules: BillingRules
+) -> tuple[TenantState | None, list[dict[str, Any]]]:
+    """Apply one validated input event. Redelivery of a seen event id changes nothing."""
+    kind = event["type"]
+    tenant_id = event["tenant_id"]
+    if state is not None and event["event_id"] in state.seen:
+        return state, []
+    current = state or TenantState(tenant_id=tenant_id)
+    if kind == "tenant.updated":
+        new, out = _tenant_updated(current, event), []
+    elif kind == "channel.activated":
+        new, out = _activated(current, state is None or current.plan is None, event, rules)
+    elif kind == "channel.deactivated":
+        new, out = _deactivated(current, event), []
+    elif kind == "invoice.closing":
+        if current.plan is None:
+            raise PermanentError(ErrorCode.INVALID_VALUE, "invoice.closing for a tenant never seen in tenant.updated", field="tenant_id")
+        new, out = close_invoice(current, event["invoice_id"], parse_rfc3339(event["occurred_at"]), rules, "upstream")
+    else:
+        raise PermanentError(ErrorCode.UNKNOWN_EVENT, f"billing does not handle events of type {kind!r}", "type")
+    return _remember(new, event["event_id"], rules), out
+
+
+def _remember(state: TenantState, event_id: str, rules: BillingRules) -> TenantState:
+    return replace(state, seen=(*state.seen, event_id)[-rules.seen_window :])
+
+
+def _tenant_updated(state: TenantState, event: dict[str, Any]) -> TenantState:
+    return replace(
+        state,
+        plan=event["plan"],
+        due_day=int(event["invoice_due_day"]),
+        created_at=state.created_at or event["occurred_at"],
+    )
+
+
+def _activated(
+    state: TenantState, unknown: bool, event: dict[str, Any], rules: BillingRules
+) -> tuple[TenantState, list[dict[str, Any]]]:
+    channel_id = event["channel_id"]
+    at = event["occurred_at"]
+    if unknown or not state.premium:
+        reason = "unknown_tenant" if unknown else "premium_required"
+        rejected = make_event(
+            "activation.rejected",
+            event_id=deterministic_id("activation.rejected", event["event_id"]),
+            occurred_at=at,
+            producer=PRODUCER,
+            tenant_id=state.tenant_id,
+            channel_id=channel_id,
+            reason=reason,
+            source_event_id=event["event_id"],
+        )
+        return state, [rejected]
+    if channel_id in state.active:
+        return state, []  # already active: activating twice adds no channel and no charge
+    uses_free_channel = len(state.active) < state.free_channels
+    new = replace(state, active={**state.active, channel_id: at})
+    if uses_free_channel:
+        return new, []
+    price = rules.catalog.single_cents
+    out = [
+        make_event(
+            "channel.charged",
+            event_id=deterministic_id("channel.charged", event["event_id"]),
+            occurred_at=at,
+            producer=PRODUCER,
+            charge_id=deterministic_id("charge", state.tenant_id, channel_id, event["event_id"]),
+            tenant_id=state.tenant_id,
+            channel_id=channel_id,
+            amount_cents=price,
+            currency=rules.catalog.currency,
+            reason="activation",
+            source_event_id=event["event_id"],
+        )
+    ]
+    moment = parse_rfc3339(at)
+    due = next_due_date(moment, state.due_day)
+    days_before = (due - moment.date()).days
+    if days_before <= rules.notice_days:
+        next_invoice = quote(rules.catalog, new.paid_channels()).total_cents
+        out.append(
+            make_event(
+                "purchase.notice",
+                event_id=deterministic_id("purchase.notice", event["event_id"]),
+                occurred_at=at,
+                producer=PRODUCER,
+                tenant_id=state.tenant_id,
+                channel_id=channel_id,
+                days_before_due=days_before,
+                due_date=due.isoformat(),
+                charged_now_cents=price,
+                next_invoice_cents=next_invoice,
+                currency=rules.catalog.currency,
+                message=(
+                    f"This channel is charged now and again on the invoice due {due.isoformat()} "
+                    f"({days_before} days away): there is no proration."
+                ),
+            )
+        )
+    return new, out
+
+
+def _deactivated(state: TenantState, event: dict[str, Any]) -> TenantState:
+    if event["channel_id"] not in state.active:
+        return state
+    return replace(state, active={k: v for k, v in state.active.items() if k != event["channel_id"]})
+
+
+def close_invoice(
+    state: TenantState,
+    invoice_id: str,
+    moment: datetime,
+    rules: BillingRules,
+    trigger: str,
+    period: str | None = None,
+) -> tuple[TenantState, list[dict[str, Any]]]:
+    """One invoice per period: a second closing (same id or same period) yields nothing new."""
+    period = period or f"{moment.year:04d}-{moment.month:02d}"
+    if period in state.closed or invoice_id in state.closed.values():
+        return state, []
+    priced = quote(rules.catalog, state.paid_channels())
+    lines = list(priced.lines)
+    if state.free_channels and state.active:
+        lines.insert(0, Line(FREE_CHANNEL_LINE, package_size=1, quantity=1, unit_amount_cents=0))
+    invoice = make_event(
+        "invoice.closed",
+        event_id=deterministic_id("invoice.closed", state.tenant_id, invoice_id),
+        occurred_at=rfc3339(moment),
+        producer=PRODUCER,
+        invoice_id=invoice_id,
+        tenant_id=state.tenant_id,
+        period=period,
+        lines=[line.as_dict() for line in lines],
+        total_cents=priced.total_cents,
+        currency=rules.catalog.currency,
+        channels=len(state.active),
+        paid_channels=state.paid_channels(),
+        trigger=trigger,
+    )
+    if priced.suggestion is not None:
+        invoice["suggestion"] = priced.suggestion
+    closed = dict(list({**state.closed, period: invoice_id}.items())[-rules.closed_window :])
+    return replace(state, closed=closed), [invoice]
+
+
+def due_closing(state: TenantState, now: datetime, grace: timedelta) -> tuple[str, datetime, str] | None:
+    """The timer's closing for the current period, if the due day (plus grace) has passed unclosed."""
+    if state.plan is None or state.created_at is None:
+        return None
+    due = due_date(now.year, now.month, state.due_day)
+    due_at = datetime(due.year, due.month, due.day, tzinfo=UTC) + grace
+    period = f"{due.year:04d}-{due.month:02d}"
+    if now < due_at or period in state.closed or parse_rfc3339(state.created_at) >= due_at - grace:
+        return None
+    return f"auto-{state.tenant_id}-{period}", due_at, period

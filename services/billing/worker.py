@@ -1,0 +1,110 @@
+"""billing's shell: lifecycle topic in, invoice topic out, through the transactional processor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from apiplus.decode import parse_object
+from apiplus.errors import ErrorCode, PermanentError
+from apiplus.kafka import KafkaClientConfig
+from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
+from apiplus.schemas import validate
+from services.billing.core import INPUT_TYPES, BillingRules, TenantState, apply, close_invoice, due_closing
+from services.billing.metrics import BillingMetrics
+from services.billing.pricing import Catalog
+from services.billing.settings import BillingSettings
+
+log = logging.getLogger("apiplus.billing")
+
+
+def parse_input(raw: bytes | None) -> dict[str, Any]:
+    """Decode and validate one lifecycle event against its schema."""
+    event = parse_object(raw)
+    kind = event.get("type")
+    if kind not in INPUT_TYPES:
+        raise PermanentError(ErrorCode.UNKNOWN_EVENT, f"unknown lifecycle event type {kind!r}", field="type")
+    validate(str(kind), event)
+    return event
+
+
+class BillingHandler:
+    def __init__(self, settings: BillingSettings, rules: BillingRules, metrics: BillingMetrics) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.metrics = metrics
+        self.grace = timedelta(hours=settings.due_day_grace_hours)
+
+    async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
+        event = parse_input(record.value)
+        tenant_id = event["tenant_id"]
+        if record.key is None or record.key != tenant_id.encode():
+            raise PermanentError(
+                ErrorCode.INVALID_VALUE,
+                "record key must be the tenant_id, so one tenant's events share a partition",
+                field="tenant_id",
+            )
+        stored = state.get(tenant_id)
+        prior = TenantState.from_dict(stored) if stored is not None else None
+        new, events = apply(prior, event, self.rules)
+        self.metrics.events_in.labels(type=event["type"]).inc()
+        if new is prior:
+            self.metrics.duplicates.inc()
+        elif new is not None:
+            state.put(tenant_id, new.to_dict())
+        return self._outputs(tenant_id, events)
+
+    async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
+        moment = datetime.fromtimestamp(now, tz=UTC)
+        outputs: list[Output] = []
+        overdue = 0
+        tenants = 0
+        channels = 0
+        for tenant_id in sorted(state.keys()):
+            tenant = TenantState.from_dict(state.get(tenant_id))
+            tenants += 1
+            channels += len(tenant.active)
+            closing = due_closing(tenant, moment, self.grace)
+            if closing is None:
+                continue
+            if not self.settings.due_day_timer:
+                overdue += 1
+                continue
+            invoice_id, due_at, period = closing
+            new, events = close_invoice(tenant, invoice_id, due_at, self.rules, "due_day_timer", period)
+            state.put(tenant_id, new.to_dict())
+            outputs += self._outputs(tenant_id, events)
+        self.metrics.overdue_closings.set(overdue)
+        self.metrics.tenants.set(tenants)
+        self.metrics.active_channels.set(channels)
+        return outputs
+
+    def _outputs(self, tenant_id: str, events: list[dict[str, Any]]) -> list[Output]:
+        key = tenant_id.encode()
+        for event in events:
+            self.metrics.events_out.labels(type=event["type"]).inc()
+            if event["type"] == "channel.charged":
+                self.metrics.charged_cents.inc(event["amount_cents"])
+            elif event["type"] == "invoice.closed":
+                self.metrics.invoiced_cents.inc(event["total_cents"])
+                self.metrics.last_close_timestamp.set_to_current_time()
+        return [Output(self.settings.output_topic, orjson.dumps(e), key=key) for e in events]
+
+
+def build(settings: BillingSettings, registry: CollectorRegistry) -> TransactionalProcessor:
+    rules = BillingRules(catalog=Catalog.load(settings.catalog_path), notice_days=settings.notice_days)
+    metrics = BillingMetrics(registry)
+    config = ProcessorConfig(
+        app="apiplus-billing",
+        group_id=settings.group_id,
+        topics=[settings.input_topic],
+        changelog_topic=settings.state_topic,
+        tick_interval=settings.tick_seconds,
+    )
+    kafka = KafkaClientConfig.from_settings(settings, "apiplus-billing")
+    return TransactionalProcessor(config, kafka, BillingHandler(settings, rules, metrics), metrics.worker.stage("billing"))
