@@ -10,10 +10,11 @@ import orjson
 from apiplus.errors import ErrorCode, PermanentError
 
 
-def error_line(line_no: int, error: PermanentError, **known: Any) -> bytes:
-    detail: dict[str, Any] = {"code": str(error.code), "message": error.message}
-    if error.field is not None or "command_id" in known:
+def error_line(line_no: int, error: PermanentError, *, with_field: bool = False, **known: Any) -> bytes:
+    detail: dict[str, Any] = {"code": str(error.code)}
+    if with_field:
         detail["field"] = error.field
+    detail["message"] = error.message
     return orjson.dumps({"line": line_no, **known, "error": detail}) + b"\n"
 
 
@@ -23,6 +24,7 @@ def run_jsonl(
     stdout: BinaryIO,
     stderr: BinaryIO,
     context: Callable[[bytes], dict[str, Any]] | None = None,
+    with_field: bool = False,
 ) -> int:
     """Feed each non-blank line to `process`; refusals go to stderr and the run carries on.
 
@@ -35,11 +37,11 @@ def run_jsonl(
         try:
             outputs = list(process(line))
         except PermanentError as exc:
-            stderr.write(error_line(line_no, exc, **(context(line) if context else {})))
+            stderr.write(error_line(line_no, exc, with_field=with_field, **(context(line) if context else {})))
             continue
         except Exception as exc:  # noqa: BLE001 - one line must never stop the rest
             internal = PermanentError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__}")
-            stderr.write(error_line(line_no, internal, **(context(line) if context else {})))
+            stderr.write(error_line(line_no, internal, with_field=with_field, **(context(line) if context else {})))
             continue
         for out in outputs:
             stdout.write(orjson.dumps(out) + b"\n")

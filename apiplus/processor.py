@@ -303,6 +303,8 @@ class TransactionalProcessor:
                 log.warning("tick aborted", extra={"topic": tp.topic, "partition": tp.partition})
 
     async def _export_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag per declared topic and partition; topics outside our naming (Evolution's) summed."""
+        totals: dict[tuple[str, str], int] = {}
         for tp in list(self._producers):
             end = consumer.last_stable_offset(tp) or consumer.highwater(tp)
             if end is None:
@@ -311,11 +313,11 @@ class TransactionalProcessor:
                 position = await consumer.position(tp)
             except KafkaError:
                 continue
-            self.metrics.lag.labels(
-                consumergroup=self.config.group_id,
-                topic=self.config.lag_topic_label(tp.topic),
-                partition=str(tp.partition) if self.config.lag_topic_label(tp.topic) == tp.topic else "all",
-            ).set(max(0, end - position))
+            label = self.config.lag_topic_label(tp.topic)
+            key = (label, str(tp.partition) if label == tp.topic else "all")
+            totals[key] = totals.get(key, 0) + max(0, end - position)
+        for (topic, partition), lag in totals.items():
+            self.metrics.lag.labels(consumergroup=self.config.group_id, topic=topic, partition=partition).set(lag)
 
     # --- assignment -----------------------------------------------------------------------
     async def _acquire(self, tps: Sequence[TopicPartition]) -> None:

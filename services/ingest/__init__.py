@@ -1,0 +1,1 @@
+"""ingest: gateway events in, canonical events and channel health out."""

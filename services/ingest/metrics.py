@@ -1,0 +1,43 @@
+"""ingest's Prometheus metrics (apiplus_ingest_*), against an injected registry. No channel ids."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from apiplus.metrics import WorkerMetrics
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.worker = WorkerMetrics(registry, "ingest")
+        self.events = Counter(
+            "apiplus_ingest_events_total", "Canonical events emitted, by source gateway and type.",
+            ["source", "type"], registry=registry,
+        )
+        self.ignored = Counter(
+            "apiplus_ingest_ignored_total", "Raw events that carry nothing we publish (presence, chats...).",
+            ["source"], registry=registry,
+        )
+        self.duplicates = Counter(
+            "apiplus_ingest_duplicates_total", "Gateway messages delivered again and not re-emitted.",
+            ["source"], registry=registry,
+        )
+        self.disconnects = Counter(
+            "apiplus_ingest_disconnects_total", "Channel disconnects, by reason.", ["reason"], registry=registry,
+        )
+        self.qr_codes = Counter(
+            "apiplus_ingest_qr_codes_total", "QR codes issued by the gateways.", registry=registry,
+        )
+        self.health_changes = Counter(
+            "apiplus_ingest_health_changes_total", "channel.health events emitted.", registry=registry,
+        )
+        self.channels_by_state = Gauge(
+            "apiplus_ingest_channels", "Channels by connection state.", ["state"], registry=registry,
+        )
+        self.channels_by_condition = Gauge(
+            "apiplus_ingest_channels_with_condition", "Channels by derived condition.", ["condition"],
+            registry=registry,
+        )
+        self.redis_errors = Counter(
+            "apiplus_ingest_redis_errors_total", "Failed writes of the health copy to Redis.", registry=registry,
+        )

@@ -1,0 +1,31 @@
+"""ingest's settings (APIPLUS_INGEST_*), built once at start."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from apiplus.settings import WorkerSettings
+
+
+class IngestSettings(WorkerSettings):
+    model_config = SettingsConfigDict(env_prefix="APIPLUS_INGEST_", frozen=True, extra="ignore")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(9101, ge=0, le=65535)  # 0: any free port
+    group_id: str = "apiplus-ingest"
+    health_group_id: str = "apiplus-ingest-health"
+    raw_topic: str = "apiplus.ingest.raw.v1"
+    # Evolution API's own Kafka integration: per-instance topics and its global topic.
+    evolution_pattern: str = r"evolution\..*"
+    subscribe_evolution: bool = True
+    events_topic: str = "apiplus.ingest.events.v1"
+    health_topic: str = "apiplus.ingest.health.v1"
+    state_topic: str = "apiplus.ingest.channel-state.v1"
+    max_payload_bytes: int = Field(512 * 1024, ge=1024)
+    dedupe_window_seconds: int = Field(24 * 3600, ge=60)
+    flapping_disconnects: int = Field(5, ge=2)
+    flapping_window_minutes: float = Field(10, gt=0)
+    qr_loop_codes: int = Field(5, ge=2)
+    stale_after_minutes: float = Field(30, gt=0)
+    tick_seconds: float = Field(15, gt=0)

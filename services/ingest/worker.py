@@ -1,0 +1,213 @@
+"""ingest's shell: two transactional stages in one process.
+
+1. normalise: raw gateway topics -> canonical events (keyed by channel_id), duplicates dropped via Redis.
+2. health: canonical events (now partitioned by channel) -> per-channel health state (compacted
+   changelog) and `channel.health` events on change; a copy of each channel's health in Redis.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
+
+from apiplus.decode import parse_object
+from apiplus.errors import ErrorCode, PermanentError, TransientError
+from apiplus.kafka import KafkaClientConfig
+from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
+from apiplus.schemas import validate
+from services.ingest.core import Context, normalize
+from services.ingest.health import CONDITIONS, STATES, ChannelHealth, HealthRules, observe, settle
+from services.ingest.metrics import IngestMetrics
+from services.ingest.settings import IngestSettings
+
+log = logging.getLogger("apiplus.ingest")
+DEDUPED_TYPES = frozenset({"message.received", "message.sent"})
+DIALECT_HEADERS = ("x-apiplus-dialect", "dialect")
+HEALTH_KEY = "apiplus:health:"
+SEEN_KEY = "apiplus:ingest:seen:"
+
+
+def dialect_header(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    for key, value in headers or ():
+        if key.lower() in DIALECT_HEADERS and value:
+            return value.decode("utf-8", "replace").strip().lower()
+    return None
+
+
+def normalize_record(raw: bytes | None, ctx: Context, max_bytes: int) -> list[dict[str, Any]]:
+    """Decode, normalise and check against the schemas: the worker's and `normalize`'s one path."""
+    events = normalize(parse_object(raw, max_bytes), ctx)
+    for event in events:
+        validate(event["type"], event)
+    return events
+
+
+class NormalizeHandler:
+    def __init__(self, settings: IngestSettings, redis: aioredis.Redis, metrics: IngestMetrics) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.metrics = metrics
+
+    async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
+        ctx = Context(dialect=dialect_header(record.headers), received_at_ms=record.timestamp)
+        events = normalize_record(record.value, ctx, self.settings.max_payload_bytes)
+        if not events:
+            self.metrics.ignored.labels(source=ctx.dialect or "detected").inc()
+            return []
+        fresh = await self._drop_duplicates(events, f"{record.topic}:{record.partition}:{record.offset}")
+        outputs = []
+        for event in fresh:
+            self.metrics.events.labels(source=event["source"], type=event["type"]).inc()
+            outputs.append(Output(self.settings.events_topic, orjson.dumps(event), key=event["channel_id"].encode()))
+        return outputs
+
+    async def _drop_duplicates(self, events: list[dict[str, Any]], position: str) -> list[dict[str, Any]]:
+        """A message id seen first at another record is a duplicate; seen at this record, a retry.
+
+        Marking happens before the transaction commits. If the transaction then aborts, the same
+        record comes back, finds its own position in the marker and is emitted again, so a crash
+        never turns a real message into a "duplicate".
+        """
+        keyed = [e for e in events if e["type"] in DEDUPED_TYPES]
+        if not keyed:
+            return events
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event in keyed:
+                    pipe.set(SEEN_KEY + event["event_id"], position, nx=True, ex=self.settings.dedupe_window_seconds)
+                    pipe.get(SEEN_KEY + event["event_id"])
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise TransientError(f"redis unavailable for deduplication: {type(exc).__name__}") from exc
+        duplicates = set()
+        for event, first_seen in zip(keyed, replies[1::2], strict=True):
+            if first_seen is not None and first_seen.decode() != position:
+                duplicates.add(event["event_id"])
+                self.metrics.duplicates.labels(source=event["source"]).inc()
+        return [e for e in events if e["event_id"] not in duplicates]
+
+    async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
+        return []
+
+
+class HealthHandler:
+    def __init__(
+        self, settings: IngestSettings, rules: HealthRules, redis: aioredis.Redis, metrics: IngestMetrics
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.redis = redis
+        self.metrics = metrics
+        self._census: dict[int, tuple[collections.Counter[str], collections.Counter[str]]] = {}
+
+    async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
+        event = parse_object(record.value)
+        channel_id = event.get("channel_id")
+        if not isinstance(channel_id, str) or not isinstance(event.get("type"), str):
+            raise PermanentError(ErrorCode.MISSING_FIELD, "canonical event without channel_id or type", "channel_id")
+        stored = state.get(channel_id)
+        before = ChannelHealth.from_dict(stored) if stored is not None else None
+        after, change = observe(before, event, self.rules)
+        state.put(channel_id, after.to_dict())
+        if event["type"] == "connection.update" and event["connection"]["state"] in ("closed", "logged_out"):
+            self.metrics.disconnects.labels(reason=event["connection"].get("reason") or "unknown").inc()
+        elif event["type"] == "qr.updated":
+            self.metrics.qr_codes.inc()
+        return await self._publish(channel_id, after, change)
+
+    async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
+        moment = datetime.fromtimestamp(now, tz=UTC)
+        outputs: list[Output] = []
+        states: collections.Counter[str] = collections.Counter()
+        conditions: collections.Counter[str] = collections.Counter()
+        for channel_id in state.keys():
+            h = ChannelHealth.from_dict(state.get(channel_id))
+            after, change = settle(h, h, moment, self.rules)
+            if change is not None:
+                state.put(channel_id, after.to_dict())
+                outputs += await self._publish(channel_id, after, change)
+            states[after.state] += 1
+            conditions.update(after.conditions)
+        self._census[state.partition] = (states, conditions)
+        self._export_census()
+        return outputs
+
+    def _export_census(self) -> None:
+        for name in STATES:
+            self.metrics.channels_by_state.labels(state=name).set(sum(c[0][name] for c in self._census.values()))
+        for name in CONDITIONS:
+            self.metrics.channels_by_condition.labels(condition=name).set(
+                sum(c[1][name] for c in self._census.values())
+            )
+
+    async def _publish(self, channel_id: str, h: ChannelHealth, change: dict[str, Any] | None) -> list[Output]:
+        if change is None:
+            return []
+        self.metrics.health_changes.inc()
+        payload = orjson.dumps(change)
+        try:
+            await self.redis.set(HEALTH_KEY + channel_id, payload)
+        except (RedisError, OSError):
+            # The compacted topic is the source of truth; the Redis copy catches up on the next change.
+            self.metrics.redis_errors.inc()
+        return [Output(self.settings.health_topic, payload, key=channel_id.encode())]
+
+
+def build(
+    settings: IngestSettings, registry: CollectorRegistry, redis: aioredis.Redis
+) -> tuple[TransactionalProcessor, TransactionalProcessor]:
+    metrics = IngestMetrics(registry)
+    kafka = KafkaClientConfig.from_settings(settings, "apiplus-ingest")
+    raw_dlq = f"{settings.raw_topic}.dlq"
+    pattern = None
+    topics: list[str] = [settings.raw_topic]
+    if settings.subscribe_evolution:
+        pattern = f"^(?:{re.escape(settings.raw_topic)}|{settings.evolution_pattern})$"
+        topics = []
+    evolution = re.compile(settings.evolution_pattern)
+
+    def is_external(topic: str) -> bool:
+        return topic != settings.raw_topic and evolution.fullmatch(topic) is not None
+
+    normalise = TransactionalProcessor(
+        ProcessorConfig(
+            app="apiplus-ingest",
+            group_id=settings.group_id,
+            topics=topics,
+            pattern=pattern,
+            # Every raw source, Evolution's own topics included, dead-letters to one place.
+            dlq_for=lambda _topic: raw_dlq,
+            lag_topic_label=lambda topic: "evolution.*" if is_external(topic) else topic,
+        ),
+        kafka,
+        NormalizeHandler(settings, redis, metrics),
+        metrics.worker.stage("normalize"),
+    )
+    rules = HealthRules(
+        flapping_disconnects=settings.flapping_disconnects,
+        flapping_window=timedelta(minutes=settings.flapping_window_minutes),
+        qr_loop_codes=settings.qr_loop_codes,
+        stale_after=timedelta(minutes=settings.stale_after_minutes),
+    )
+    health = TransactionalProcessor(
+        ProcessorConfig(
+            app="apiplus-ingest-health",
+            group_id=settings.health_group_id,
+            topics=[settings.events_topic],
+            changelog_topic=settings.state_topic,
+            tick_interval=settings.tick_seconds,
+        ),
+        kafka,
+        HealthHandler(settings, rules, redis, metrics),
+        metrics.worker.stage("health"),
+    )
+    return normalise, health
