@@ -243,8 +243,9 @@ class TransactionalProcessor:
                 if attempt == self.config.transient_attempts:
                     raise
                 self.metrics.retries.inc()
-                await asyncio.sleep(exc.retry_after or min(self.config.backoff_cap, self.config.backoff_base * 2**attempt))
-            except Exception as exc:  # noqa: BLE001 - a bug on one record must not stop the stream
+                backoff = min(self.config.backoff_cap, self.config.backoff_base * 2**attempt)
+                await asyncio.sleep(exc.retry_after or backoff)
+            except Exception as exc:
                 log.exception("handler failed", extra={"topic": record.topic, "partition": record.partition,
                                                       "offset": record.offset})
                 error = PermanentError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__} in handler")

@@ -31,7 +31,7 @@ def _load(uri: str) -> Any:
 def validator(name: str) -> Callable[[Any], Any]:
     """The compiled validator of `schemas/<name>.json`; compiled once per process."""
     schema = _load(SCHEMA_BASE + f"{name}.json")
-    return fastjsonschema.compile(schema, handlers={"https": _load}, use_default=False)  # type: ignore[no-any-return]
+    return fastjsonschema.compile(schema, handlers={"https": _load}, use_default=False)
 
 
 def validate(name: str, value: Any) -> None:

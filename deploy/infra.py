@@ -151,7 +151,7 @@ def kafka_up(infra: Infra) -> None:
             stdout=subprocess.DEVNULL,
         )
     with (infra.log_dir / "kafka.out").open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv built above
+        proc = subprocess.Popen(
             _kafka_cmd(infra, "kafka.Kafka", str(props)),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -202,7 +202,7 @@ def redis_up(infra: Infra) -> None:
     persistence = (
         ["--appendonly", "yes", "--save", "60 1"] if infra.persist else ["--appendonly", "no", "--save", ""]
     )
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [
             server,
             "--port", str(infra.redis_port),

@@ -96,16 +96,20 @@ def apply(
     if state is not None and event["event_id"] in state.seen:
         return state, []
     current = state or TenantState(tenant_id=tenant_id)
+    out: list[dict[str, Any]] = []
     if kind == "tenant.updated":
-        new, out = _tenant_updated(current, event), []
+        new = _tenant_updated(current, event)
     elif kind == "channel.activated":
         new, out = _activated(current, state is None or current.plan is None, event, rules)
     elif kind == "channel.deactivated":
-        new, out = _deactivated(current, event), []
+        new = _deactivated(current, event)
     elif kind == "invoice.closing":
         if current.plan is None:
-            raise PermanentError(ErrorCode.INVALID_VALUE, "invoice.closing for a tenant never seen in tenant.updated", field="tenant_id")
-        new, out = close_invoice(current, event["invoice_id"], parse_rfc3339(event["occurred_at"]), rules, "upstream")
+            raise PermanentError(
+                ErrorCode.INVALID_VALUE, "invoice.closing for a tenant never seen in tenant.updated", field="tenant_id"
+            )
+        moment = parse_rfc3339(event["occurred_at"])
+        new, out = close_invoice(current, event["invoice_id"], moment, rules, "upstream")
     else:
         raise PermanentError(ErrorCode.UNKNOWN_EVENT, f"billing does not handle events of type {kind!r}", "type")
     return _remember(new, event["event_id"], rules), out

@@ -107,4 +107,5 @@ def build(settings: BillingSettings, registry: CollectorRegistry) -> Transaction
         tick_interval=settings.tick_seconds,
     )
     kafka = KafkaClientConfig.from_settings(settings, "apiplus-billing")
-    return TransactionalProcessor(config, kafka, BillingHandler(settings, rules, metrics), metrics.worker.stage("billing"))
+    handler = BillingHandler(settings, rules, metrics)
+    return TransactionalProcessor(config, kafka, handler, metrics.worker.stage("billing"))

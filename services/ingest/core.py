@@ -64,18 +64,20 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _text(obj: dict[str, Any], key: str, path: str, required: bool = True) -> str | None:
-    value = _get(obj, key, str, path, required)
+    value: str | None = _get(obj, key, str, path, required)
     if required and value == "":
         raise PermanentError(ErrorCode.MISSING_FIELD, f"{path} must not be empty", field=path)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _obj(obj: dict[str, Any], key: str, path: str, required: bool = True) -> dict[str, Any]:
-    return _get(obj, key, dict, path, required) or {}  # type: ignore[no-any-return]
+    value: dict[str, Any] = _get(obj, key, dict, path, required) or {}
+    return value
 
 
 def _list(obj: dict[str, Any], key: str, path: str) -> list[Any]:
-    return _get(obj, key, list, path, required=False) or []  # type: ignore[no-any-return]
+    value: list[Any] = _get(obj, key, list, path, required=False) or []
+    return value
 
 
 def _epoch(value: Any, path: str, per_second: int) -> str:
@@ -150,7 +152,7 @@ def detect_dialect(payload: dict[str, Any], forced: str | None = None) -> str:
         if forced not in DIALECTS:
             raise PermanentError(ErrorCode.UNKNOWN_DIALECT, f"unknown dialect {forced!r} in header", field="dialect")
         return forced
-    if payload.get("object") == "whatsapp_business_account" or "entry" in payload and "object" in payload:
+    if payload.get("object") == "whatsapp_business_account" or ("entry" in payload and "object" in payload):
         return "cloudapi"
     if "EventType" in payload:
         return "uazapi"
@@ -327,7 +329,7 @@ def _evolution(payload: dict[str, Any], ctx: Context) -> list[Event]:
     if event == "qrcode.updated":
         data = _obj(payload, "data", "data")
         qr = _obj(data, "qrcode", "data.qrcode", required=False)
-        code_text = qr.get("code") if isinstance(qr.get("code"), str) else ""
+        code_text = str(qr.get("code") or "")
         # The QR code pairs a phone to the instance: only a digest of it is used, for the id.
         digest = hashlib.sha256(code_text.encode()).hexdigest()[:16]
         return [_canonical("qr.updated", "evolution", channel, when, digest,
@@ -438,7 +440,7 @@ def _evo_content(content: dict[str, Any], path: str) -> tuple[str, str | None, d
 def _evo_status(channel: str, payload: dict[str, Any], data: Any, path: str, ctx: Context) -> Event:
     if not isinstance(data, dict):
         raise PermanentError(ErrorCode.WRONG_TYPE, f"{path} must be an object", field=path)
-    key = data.get("key") if isinstance(data.get("key"), dict) else {}
+    key: dict[str, Any] = data["key"] if isinstance(data.get("key"), dict) else {}
     msg_id = data.get("keyId") or key.get("id") or data.get("messageId")
     if not isinstance(msg_id, str) or not msg_id:
         raise PermanentError(ErrorCode.MISSING_FIELD, f"{path}.keyId is required", field=f"{path}.keyId")

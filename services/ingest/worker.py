@@ -129,7 +129,7 @@ class HealthHandler:
         outputs: list[Output] = []
         states: collections.Counter[str] = collections.Counter()
         conditions: collections.Counter[str] = collections.Counter()
-        for channel_id in state.keys():
+        for channel_id in state.keys():  # noqa: SIM118 - PartitionState is not a dict
             h = ChannelHealth.from_dict(state.get(channel_id))
             after, change = settle(h, h, moment, self.rules)
             if change is not None:
