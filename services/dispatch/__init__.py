@@ -1,0 +1,1 @@
+"""dispatch: outbound message commands in, one provider send and one terminal result per command out."""

@@ -1,0 +1,87 @@
+"""dispatch: run the worker, render commands offline, or run the provider simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from apiplus import redisio
+from apiplus.decode import parse_object
+from apiplus.jsonlog import setup_logging
+from apiplus.kafka import KafkaClientConfig
+from apiplus.offline import run_jsonl
+from apiplus.runtime import run_components
+from apiplus.settings import load_settings
+from services.dispatch.core import Channel, parse_command, render_command
+from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.providers import ProviderClient
+from services.dispatch.settings import DispatchSettings
+from services.dispatch.simulator import serve
+from services.dispatch.worker import Dispatcher
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="consume commands and deliver them").set_defaults(func=_run)
+    r = commands.add_parser("render", help="commands (JSONL) on stdin -> provider requests on stdout")
+    r.add_argument("--provider", required=True, choices=("cloudapi", "evolution", "uazapi"))
+    r.add_argument("--mode", choices=("plus", "plain"), default="plus", help="the channel's mode (default plus)")
+    r.set_defaults(func=_render)
+    s = commands.add_parser("simulator", help="run the local provider simulator")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=18080)
+    s.add_argument("--log", default=".cache/simulator/requests.jsonl")
+    s.add_argument("--latency-ms", type=int, default=0)
+    s.set_defaults(func=_simulator)
+
+
+def _run(_: argparse.Namespace) -> int:
+    settings = load_settings(DispatchSettings)
+    setup_logging("dispatch", settings.log_level)
+    registry = CollectorRegistry()
+    redis = redisio.connect(settings.redis_url.get_secret_value())
+    dispatcher = Dispatcher(
+        settings, KafkaClientConfig.from_settings(settings, "apiplus-dispatch"), redis,
+        ProviderClient(settings), DispatchMetrics(registry),
+    )
+
+    async def ready() -> dict[str, bool]:
+        return {"kafka": dispatcher.is_ready(), "redis": await redisio.ping(redis)}
+
+    asyncio.run(run_components([dispatcher], registry=registry, ready=ready, http_host=settings.http_host,
+                               http_port=settings.http_port, on_stop=redis.aclose))
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    def process(line: bytes) -> Iterator[dict[str, Any]]:
+        command = parse_command(parse_object(line))
+        channel = Channel(channel_id=command.channel_id, tenant_id="", token_sha256="", provider=args.provider,
+                          mode=args.mode, status="active")
+        request = render_command(command, channel)
+        return iter([{"command_id": command.command_id, **request.as_dict()}])
+
+    def context(line: bytes) -> dict[str, Any]:
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return {}
+        if isinstance(value, dict) and isinstance(value.get("command_id"), str):
+            return {"command_id": value["command_id"]}
+        return {}
+
+    return run_jsonl(process, sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer, context=context,
+                     with_field=True)
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    setup_logging("simulator")
+    asyncio.run(serve(args.host, args.port, Path(args.log), args.latency_ms))
+    return 0

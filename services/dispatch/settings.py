@@ -1,0 +1,55 @@
+"""dispatch's settings (APIPLUS_DISPATCH_*), built once at start."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from apiplus.settings import WorkerSettings
+
+
+class DispatchSettings(WorkerSettings):
+    model_config = SettingsConfigDict(env_prefix="APIPLUS_DISPATCH_", frozen=True, extra="ignore")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(9102, ge=0, le=65535)  # 0: any free port
+    group_id: str = "apiplus-dispatch"
+    commands_topic: str = "apiplus.dispatch.commands.v1"
+    retry_topic: str = "apiplus.dispatch.retry.v1"
+    results_topic: str = "apiplus.dispatch.results.v1"
+    registry_topic: str = "apiplus.registry.channels.v1"
+    health_topic: str = "apiplus.ingest.health.v1"
+    # Provider endpoints. Credentials are secrets: never logged, never in a result or DLQ record.
+    cloudapi_url: str = "https://graph.facebook.com/v21.0"
+    cloudapi_token: SecretStr = SecretStr("")
+    evolution_url: str = "http://127.0.0.1:8080"
+    evolution_apikey: SecretStr = SecretStr("")
+    uazapi_url: str = "http://127.0.0.1:8081"
+    uazapi_token: SecretStr = SecretStr("")
+    simulator_url: str = "http://127.0.0.1:18080"
+    simulator_token: SecretStr = SecretStr("simulator")
+    # Providers (or proxies in front of them) that honour Idempotency-Key: a send whose outcome is
+    # unknown after a crash or timeout is retried only there; elsewhere it ends as failed/delivery_unknown.
+    idempotent_providers: str = "simulator"
+    http_timeout_seconds: float = Field(10.0, gt=0)
+    max_in_flight: int = Field(64, ge=1)
+    max_buffered: int = Field(50_000, ge=100)
+    # Pacing (anti-ban). Per-channel overrides come from the registry's `pacing` block.
+    pacing_enabled: bool = True
+    min_gap_ms: int = Field(4000, ge=0)
+    jitter_ms: int = Field(3000, ge=0)
+    hourly_cap: int = Field(300, ge=1)
+    cloudapi_rate_per_second: float = Field(80.0, gt=0)
+    cloudapi_recipient_gap_ms: int = Field(6000, ge=0)
+    # Held messages for channels that are not open.
+    send_when_health_unknown: bool = True
+    max_queue_per_channel: int = Field(1000, ge=1)
+    max_hold_seconds: float = Field(24 * 3600, gt=0)
+    # Retries.
+    attempts_in_place: int = Field(4, ge=1)
+    backoff_base_seconds: float = Field(0.5, gt=0)
+    backoff_cap_seconds: float = Field(30.0, gt=0)
+    retry_rounds: int = Field(3, ge=0)
+    retry_delay_seconds: float = Field(60.0, ge=0)
+    dedupe_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    commit_interval_seconds: float = Field(1.0, gt=0)

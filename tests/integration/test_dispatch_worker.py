@@ -1,0 +1,191 @@
+"""dispatch through the real Kafka, Redis and simulator: once per command, held in order, paced apart, refused."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from apiplus import redisio
+from apiplus.kafka import KafkaClientConfig
+from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.providers import ProviderClient
+from services.dispatch.settings import DispatchSettings
+from services.dispatch.worker import Dispatcher
+from tests.integration.dispatchtools import (
+    RUN,
+    RunningSimulator,
+    channel_row,
+    dispatch_env,
+    dispatch_topics,
+    text_command,
+)
+from tests.integration.kafkatools import create_topics, produce, read_all, start_worker, wait_for
+
+TOKEN = "tok-" + "s3cr3t" * 4
+
+
+@pytest.fixture
+async def simulator(tmp_path: Path) -> AsyncIterator[RunningSimulator]:
+    sim = RunningSimulator(tmp_path / "simulator.jsonl")
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+async def _topics(partitions: int = 3) -> dict[str, str]:
+    topics = dispatch_topics()
+    await create_topics([topics["commands_topic"], topics["retry_topic"], topics["results_topic"],
+                         topics["commands_topic"] + ".dlq"], partitions=partitions)
+    await create_topics([topics["registry_topic"], topics["health_topic"]], partitions=partitions,
+                        compacted=[topics["registry_topic"], topics["health_topic"]])
+    return topics
+
+
+class InProcess:
+    def __init__(self, topics: dict[str, str], simulator: RunningSimulator, **extra: str) -> None:
+        env = dispatch_env(topics, simulator.url, **extra)
+        fields = {k.removeprefix("APIPLUS_DISPATCH_").lower(): v for k, v in env.items()
+                  if k.startswith("APIPLUS_DISPATCH_")}
+        self.settings = DispatchSettings(kafka_bootstrap=env["APIPLUS_KAFKA_BOOTSTRAP"],
+                                         redis_url=env["APIPLUS_REDIS_URL"], **fields)
+        self.redis = redisio.connect(env["APIPLUS_REDIS_URL"])
+        self.dispatcher = Dispatcher(self.settings, KafkaClientConfig(self.settings.kafka_bootstrap), self.redis,
+                                     ProviderClient(self.settings), DispatchMetrics(CollectorRegistry()))
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Dispatcher:
+        self.task = asyncio.create_task(self.dispatcher.run())
+        await wait_for(lambda: self.dispatcher.is_ready() and bool(self.dispatcher.trackers), timeout=30)
+        return self.dispatcher
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.dispatcher.stop()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 30)
+        await self.redis.aclose()
+
+
+def _terminal(results: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = collections.defaultdict(list)
+    for r in results:
+        if r["state"] in ("sent", "rejected", "failed", "expired"):
+            out[r["command_id"].removeprefix(f"{RUN}-")].append(r["state"])
+    return out
+
+
+async def test_redelivered_command_sends_once(simulator: RunningSimulator) -> None:
+    topics = await _topics()
+    await produce(topics["registry_topic"], [(b"ch-a", channel_row("ch-a", TOKEN))])
+    async with InProcess(topics, simulator):
+        cmd = text_command("cmd-redelivered", "ch-a", TOKEN)
+        await produce(topics["commands_topic"], [(b"ch-a", cmd), (b"ch-a", cmd)])
+        await wait_for(lambda: simulator.deliveries()["cmd-redelivered"] >= 1)
+        await asyncio.sleep(1.0)
+        await produce(topics["commands_topic"], [(b"ch-a", cmd)])  # a third copy, well after the send
+        await asyncio.sleep(1.5)
+    assert simulator.deliveries()["cmd-redelivered"] == 1
+    results = await read_all(topics["results_topic"], expect=2)
+    assert _terminal(results)["cmd-redelivered"] == ["sent"]
+    sent = next(r for r in results if r["state"] == "sent")
+    assert sent["provider_message_id"].startswith("SIM")
+
+
+async def test_wrong_and_missing_tokens_are_refused(simulator: RunningSimulator) -> None:
+    topics = await _topics()
+    await produce(topics["registry_topic"], [(b"ch-b", channel_row("ch-b", TOKEN)),
+                                             (b"ch-plain", channel_row("ch-plain", TOKEN, mode="plain"))])
+    async with InProcess(topics, simulator):
+        wrong = text_command("cmd-wrong", "ch-b", "not-the-token")
+        missing = {k: v for k, v in text_command("cmd-missing", "ch-b", TOKEN).items() if k != "token"}
+        other = text_command("cmd-unknown", "ch-nobody", TOKEN)
+        buttons = {**text_command("cmd-plus", "ch-plain", TOKEN),
+                   "message": {"kind": "buttons", "body": "?", "buttons": [{"id": "1", "title": "Sim"}]}}
+        await produce(topics["commands_topic"], [(b"ch-b", wrong), (b"ch-b", missing), (b"ch-nobody", other),
+                                                 (b"ch-plain", buttons)])
+        results = await read_all(topics["results_topic"], expect=4)
+        dlq = await read_all(topics["commands_topic"] + ".dlq", expect=4)
+    codes = {r["command_id"].removeprefix(f"{RUN}-"): r["error"]["code"] for r in results if r["state"] == "rejected"}
+    assert codes == {"cmd-wrong": "unauthorized", "cmd-missing": "missing_field", "cmd-unknown": "unauthorized",
+                     "cmd-plus": "plus_required"}
+    assert simulator.entries() == []
+    everything = repr(results) + repr(dlq)
+    assert TOKEN not in everything
+    assert "not-the-token" not in everything
+    assert len(dlq) == 4
+
+
+async def test_held_commands_are_sent_in_order_on_reconnect(simulator: RunningSimulator) -> None:
+    topics = await _topics()
+    await produce(topics["registry_topic"], [(b"ch-h", channel_row("ch-h", TOKEN))])
+    await produce(topics["health_topic"], [(b"ch-h", {"channel_id": "ch-h", "state": "closed"})])
+    async with InProcess(topics, simulator):
+        await produce(topics["commands_topic"],
+                      [(b"ch-h", text_command(f"held-{i}", "ch-h", TOKEN, body=f"m{i}")) for i in range(5)])
+        held = await read_all(topics["results_topic"], expect=10)  # 5 queued + 5 held
+        assert collections.Counter(r["state"] for r in held) == {"queued": 5, "held": 5}
+        assert simulator.entries() == []
+        await produce(topics["health_topic"], [(b"ch-h", {"channel_id": "ch-h", "state": "open"})])
+        await wait_for(lambda: sum(simulator.deliveries().values()) == 5)
+    order = [e["idempotency_key"].removeprefix(f"{RUN}-") for e in simulator.entries()]
+    assert order == [f"held-{i}" for i in range(5)]
+
+
+async def test_paced_channel_does_not_delay_another_in_the_same_partition(simulator: RunningSimulator) -> None:
+    topics = await _topics(partitions=1)  # one partition: both channels share it
+    await produce(topics["registry_topic"], [
+        (b"slow", channel_row("slow", TOKEN, pacing={"min_gap_ms": 1500, "jitter_ms": 0, "hourly_cap": 1000})),
+        (b"fast", channel_row("fast", TOKEN, pacing={"min_gap_ms": 0, "jitter_ms": 0, "hourly_cap": 1000})),
+    ])
+    async with InProcess(topics, simulator, APIPLUS_DISPATCH_PACING_ENABLED="true"):
+        records = [(b"slow", text_command(f"slow-{i}", "slow", TOKEN)) for i in range(3)]
+        records += [(b"fast", text_command(f"fast-{i}", "fast", TOKEN)) for i in range(3)]
+        await produce(topics["commands_topic"], records)
+        await wait_for(lambda: sum(simulator.deliveries().values()) == 6, timeout=20)
+    times = {e["idempotency_key"].removeprefix(f"{RUN}-"): e["ts"] for e in simulator.entries()}
+    assert times["slow-1"] - times["slow-0"] >= 1.4
+    assert times["slow-2"] - times["slow-1"] >= 1.4
+    # The fast channel's commands, behind the slow ones in the partition, went out before slow-1.
+    assert max(times[f"fast-{i}"] for i in range(3)) < times["slow-1"]
+
+
+async def test_kill9_during_burst_sends_each_command_exactly_once(simulator: RunningSimulator,
+                                                                  tmp_path: Path) -> None:
+    topics = await _topics()
+    channels = [f"burst-{i}" for i in range(20)]
+    await produce(topics["registry_topic"], [(c.encode(), channel_row(c, TOKEN)) for c in channels])
+    commands = [(c.encode(), text_command(f"{c}-cmd-{n}", c, TOKEN)) for n in range(15) for c in channels]
+    env = dispatch_env(topics, simulator.url)
+    simulator.sim.base_latency_ms = 15
+    log = tmp_path / "dispatch.log"
+    worker = start_worker("dispatch", env, log)
+    try:
+        await produce(topics["commands_topic"], commands)
+        await wait_for(lambda: sum(simulator.deliveries().values()) >= 60, timeout=60)
+        assert worker.poll() is None, log.read_text()[-3000:]
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        sent_before_restart = sum(simulator.deliveries().values())
+        await produce(topics["commands_topic"], commands[:40])  # upstream redelivers some
+        worker = start_worker("dispatch", env, log)
+        await wait_for(lambda: len(simulator.deliveries()) == len(commands), timeout=90)
+        await asyncio.sleep(2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    deliveries = simulator.deliveries()
+    assert sent_before_restart < len(commands), "the kill came after the burst: nothing was tested"
+    assert len(deliveries) == len(commands)
+    assert set(deliveries.values()) == {1}
+    results = await read_all(topics["results_topic"], expect=len(commands) * 2, timeout=60)
+    terminal = _terminal(results)
+    assert {cid: states[0] for cid, states in terminal.items()} == {f"{c}-cmd-{n}": "sent" for n in range(15)
+                                                                       for c in channels}
+    assert worker.returncode == 0, log.read_text()[-3000:]
