@@ -79,11 +79,19 @@ def _pid_alive(pid_file: Path) -> int | None:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+    return pid if _running(pid) else None
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a daemon whose parent never reaps it still answers kill -0)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return None
-    return pid
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _port_open(port: int) -> bool:
@@ -241,9 +249,7 @@ def _stop(pid_file: Path, name: str, grace: float = 30.0) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             break
         time.sleep(0.2)
     else:
@@ -269,6 +275,24 @@ def create_topics(infra: Infra) -> None:
 
     created = asyncio.run(ensure_topics(infra.bootstrap))
     _say(f"topics ready ({created} created)")
+
+
+def prometheus_command(infra: Infra, port: int) -> list[str] | None:
+    """argv of a real Prometheus scraping the local workers, or None when it is not installed."""
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not Path(binary).exists():
+        _say("prometheus not installed; skipping it (make deps installs it)")
+        return None
+    data = infra.state_dir / "prometheus"
+    data.mkdir(parents=True, exist_ok=True)
+    return [
+        binary,
+        f"--config.file={ROOT / 'deploy' / 'prometheus' / 'prometheus.yml'}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--storage.tsdb.retention.time=2d",
+        "--log.level=warn",
+    ]
 
 
 def status(infra: Infra) -> int:
