@@ -76,7 +76,7 @@ async def _spawn(name: str, argv: list[str], env: dict[str, str]) -> asyncio.sub
 
 def _ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False
