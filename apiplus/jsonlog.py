@@ -34,11 +34,11 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def setup_logging(service: str, level: str = "INFO") -> None:
+def setup_logging(service: str, level: str = "INFO", kafka_level: str = "WARNING") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiokafka is chatty at INFO about every coordinator step.
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # aiokafka is chatty at INFO about every coordinator step; APIPLUS_KAFKA_LOG_LEVEL opens it up.
+    logging.getLogger("aiokafka").setLevel(kafka_level.upper())

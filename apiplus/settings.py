@@ -31,6 +31,7 @@ class WorkerSettings(BaseSettings):
     kafka_ssl_cafile: str | None = Field(None, validation_alias=AliasChoices("APIPLUS_KAFKA_SSL_CAFILE"))
     redis_url: SecretStr = Field(validation_alias=AliasChoices("APIPLUS_REDIS_URL"))
     log_level: str = Field("INFO", validation_alias=AliasChoices("APIPLUS_LOG_LEVEL"))
+    kafka_log_level: str = Field("WARNING", validation_alias=AliasChoices("APIPLUS_KAFKA_LOG_LEVEL"))
     partitions: int = Field(6, ge=1, validation_alias=AliasChoices("APIPLUS_PARTITIONS"))
 
 

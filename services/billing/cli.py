@@ -36,7 +36,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _run(_: argparse.Namespace) -> int:
     settings = load_settings(BillingSettings)
-    setup_logging("billing", settings.log_level)
+    setup_logging("billing", settings.log_level, settings.kafka_log_level)
     registry = CollectorRegistry()
     processor = build(settings, registry)
 

@@ -32,7 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _run(_: argparse.Namespace) -> int:
     settings = load_settings(IngestSettings)
-    setup_logging("ingest", settings.log_level)
+    setup_logging("ingest", settings.log_level, settings.kafka_log_level)
     registry = CollectorRegistry()
     redis = redisio.connect(settings.redis_url.get_secret_value())
     normalise, health = build(settings, registry, redis)

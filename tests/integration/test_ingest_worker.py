@@ -1,0 +1,135 @@
+"""ingest through the real broker and Redis: raw in, canonical and health out, nothing lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from apiplus import redisio
+from services.ingest.settings import IngestSettings
+from services.ingest.worker import HEALTH_KEY, build
+from tests.integration.kafkatools import (
+    bootstrap,
+    create_topics,
+    produce,
+    read_all,
+    redis_url,
+    start_worker,
+    unique,
+    wait_for,
+)
+
+SECRET = "evo-apikey-" + "9" * 16
+
+
+def _topics() -> dict[str, str]:
+    base = unique("apiplus.ingest")
+    return {"raw_topic": f"{base}.raw", "events_topic": f"{base}.events", "health_topic": f"{base}.health",
+            "state_topic": f"{base}.state"}
+
+
+async def _create(topics: dict[str, str]) -> None:
+    await create_topics([topics["raw_topic"], topics["events_topic"], topics["raw_topic"] + ".dlq",
+                         topics["events_topic"] + ".dlq"], partitions=3)
+    await create_topics([topics["health_topic"], topics["state_topic"]], partitions=3,
+                        compacted=[topics["health_topic"], topics["state_topic"]])
+
+
+def _env(topics: dict[str, str]) -> dict[str, str]:
+    return {
+        "APIPLUS_KAFKA_BOOTSTRAP": bootstrap(),
+        "APIPLUS_REDIS_URL": redis_url(),
+        "APIPLUS_INGEST_HTTP_PORT": "0",
+        "APIPLUS_INGEST_GROUP_ID": unique("ingest"),
+        "APIPLUS_INGEST_HEALTH_GROUP_ID": unique("ingest-health"),
+        "APIPLUS_INGEST_SUBSCRIBE_EVOLUTION": "false",
+        "APIPLUS_INGEST_TICK_SECONDS": "1",
+        **{f"APIPLUS_INGEST_{k.upper()}": v for k, v in topics.items()},
+    }
+
+
+def _upsert(instance: str, msg_id: str, text: str = "oi") -> dict[str, Any]:
+    return {"event": "messages.upsert", "instance": instance, "apikey": SECRET, "date_time": "2026-11-27T09:00:00Z",
+            "data": {"key": {"remoteJid": "5511977776666@s.whatsapp.net", "fromMe": False, "id": msg_id},
+                     "message": {"conversation": text}, "messageTimestamp": 1764234000}}
+
+
+def _conn(instance: str, state: str, code: int | None, at: str) -> dict[str, Any]:
+    return {"event": "connection.update", "instance": instance, "apikey": SECRET, "date_time": at,
+            "data": {"instance": instance, "state": state, "statusReason": code}}
+
+
+async def test_raw_to_canonical_and_health_with_duplicates_and_bad_input(tmp_path: Path) -> None:
+    topics = _topics()
+    await _create(topics)
+    env = _env(topics)
+    fields = {k.removeprefix("APIPLUS_INGEST_").lower(): v for k, v in env.items() if k.startswith("APIPLUS_INGEST_")}
+    settings = IngestSettings(kafka_bootstrap=bootstrap(), redis_url=redis_url(), **fields)
+    redis = redisio.connect(redis_url())
+    normalise, health = build(settings, CollectorRegistry(), redis)
+    tasks = [asyncio.create_task(normalise.run()), asyncio.create_task(health.run())]
+    run = unique("r")
+    try:
+        raw = [
+            (b"evo-a", _conn(f"{run}-a", "connecting", None, "2026-11-27T09:00:00Z")),
+            (b"evo-a", _conn(f"{run}-a", "open", None, "2026-11-27T09:00:05Z")),
+            (b"evo-a", _upsert(f"{run}-a", "M1")),
+            (b"evo-a", _upsert(f"{run}-a", "M1")),  # the gateway delivers M1 twice
+            (b"evo-a", _upsert(f"{run}-a", "M2", "oi")),  # a different message with the same text
+            (b"evo-a", _conn(f"{run}-a", "close", 401, "2026-11-27T09:10:00Z")),
+            (b"evo-a", b"{truncated"),
+            (b"evo-a", {"event": "messages.upsert", "apikey": SECRET, "data": {}}),
+        ]
+        await produce(topics["raw_topic"], raw)
+        events = await read_all(topics["events_topic"], expect=5)
+        changes = await read_all(topics["health_topic"], expect=3)
+        dlq = await read_all(topics["raw_topic"] + ".dlq", expect=2)
+        await wait_for(lambda: redis.get(HEALTH_KEY + f"{run}-a"))
+        copy = orjson.loads(await redis.get(HEALTH_KEY + f"{run}-a"))
+    finally:
+        normalise.stop()
+        health.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        await redis.aclose()
+    kinds = collections.Counter(e["type"] for e in events)
+    assert kinds == {"message.received": 2, "connection.update": 3}
+    assert sorted(e["message"]["id"] for e in events if e["type"] == "message.received") == ["M1", "M2"]
+    assert [c["state"] for c in changes] == ["connecting", "open", "logged_out"]
+    assert changes[-1]["conditions"] == ["logged_out"] and copy["state"] == "logged_out"
+    assert sorted(d["error"]["code"] for d in dlq) == ["invalid_json", "missing_field"]
+    everything = orjson.dumps([events, changes, dlq]).decode()
+    assert SECRET not in everything
+
+
+async def test_kill9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    topics = _topics()
+    await _create(topics)
+    run = unique("k")
+    raw = [(f"i{i % 40}".encode(), _upsert(f"{run}-{i % 40}", f"M{i}")) for i in range(3000)]
+    log = tmp_path / "ingest.log"
+    env = _env(topics)  # one group id for both runs: the restart must resume the same group
+    worker = start_worker("ingest", env, log)
+    try:
+        await produce(topics["raw_topic"], raw[:1500])
+        producing = asyncio.create_task(produce(topics["raw_topic"], raw[1500:]))
+        await asyncio.sleep(2.0)
+        assert worker.poll() is None, log.read_text()[-3000:]
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        await producing
+        worker = start_worker("ingest", env, log)
+        events = await read_all(topics["events_topic"], expect=3000, timeout=120, quiet=3)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    ids = collections.Counter(e["message"]["id"] for e in events)
+    assert len(ids) == 3000, f"{3000 - len(ids)} canonical events lost"
+    assert set(ids.values()) == {1}, "a canonical event was duplicated"
+    assert worker.returncode == 0, log.read_text()[-3000:]
