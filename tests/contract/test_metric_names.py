@@ -8,7 +8,9 @@ from services.billing.metrics import BillingMetrics
 from services.dispatch.metrics import DispatchMetrics
 from services.ingest.metrics import IngestMetrics
 
-FORBIDDEN_LABELS = {"channel_id", "tenant_id", "channel", "tenant", "phone", "to", "from", "command_id", "instance_name"}
+FORBIDDEN_LABELS = {
+    "channel_id", "tenant_id", "channel", "tenant", "phone", "to", "from", "command_id", "instance_name",
+}
 
 
 def test_metric_names_and_labels() -> None:

@@ -102,7 +102,8 @@ async def test_raw_to_canonical_and_health_with_duplicates_and_bad_input(tmp_pat
     assert kinds == {"message.received": 2, "connection.update": 3}
     assert sorted(e["message"]["id"] for e in events if e["type"] == "message.received") == ["M1", "M2"]
     assert [c["state"] for c in changes] == ["connecting", "open", "logged_out"]
-    assert changes[-1]["conditions"] == ["logged_out"] and copy["state"] == "logged_out"
+    assert changes[-1]["conditions"] == ["logged_out"]
+    assert copy["state"] == "logged_out"
     assert sorted(d["error"]["code"] for d in dlq) == ["invalid_json", "missing_field"]
     everything = orjson.dumps([events, changes, dlq]).decode()
     assert SECRET not in everything

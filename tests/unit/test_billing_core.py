@@ -75,7 +75,8 @@ def test_free_trial_channel_is_not_charged_and_is_a_zero_line() -> None:
     assert of(out, "channel.charged") == []
     invoice = of(out, "invoice.closed")[0]
     assert invoice["total_cents"] == 0
-    assert invoice["lines"][0]["amount_cents"] == 0 and invoice["lines"][0]["package_size"] == 1
+    assert invoice["lines"][0]["amount_cents"] == 0
+    assert invoice["lines"][0]["package_size"] == 1
 
 
 def test_invoice_prices_eleven_paid_channels_at_forty_reais() -> None:
@@ -100,7 +101,8 @@ def test_non_premium_activation_is_rejected_and_not_charged(plan: str | None, re
     state, out = run(events)
     assert [e["type"] for e in out] == ["activation.rejected"]
     assert out[0]["reason"] == reason
-    assert state is not None and state.active == {}
+    assert state is not None
+    assert state.active == {}
 
 
 def test_deactivated_channels_are_not_invoiced_and_not_refunded() -> None:
@@ -138,12 +140,13 @@ def test_due_day_timer_closes_an_unclosed_period_once() -> None:
     assert due is not None
     invoice_id, moment, period = due
     state, out = close_invoice(state, invoice_id, moment, RULES, "due_day_timer", period)
-    assert out[0]["period"] == "2026-11" and out[0]["trigger"] == "due_day_timer"
+    assert out[0]["period"] == "2026-11"
+    assert out[0]["trigger"] == "due_day_timer"
     assert due_closing(state, datetime(2026, 11, 20, tzinfo=UTC), grace) is None
 
 
 def test_due_day_31_falls_on_the_last_day_of_short_months() -> None:
-    state, out = run([tenant(31), activated("t", "2026-02-01T00:00:00Z"), activated("c", "2026-02-25T00:00:00Z")])
+    _state, out = run([tenant(31), activated("t", "2026-02-01T00:00:00Z"), activated("c", "2026-02-25T00:00:00Z")])
     notice = of(out, "purchase.notice")[0]
     assert notice["due_date"] == "2026-02-28"
     assert notice["days_before_due"] == 3

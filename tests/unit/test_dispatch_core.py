@@ -92,7 +92,8 @@ def test_buttons_frame_limits(field: str, limit: int) -> None:
 def test_list_allows_ten_rows_in_total() -> None:
     parse_command(command(list_message([4, 3, 3])))
     err = refused(command(list_message([4, 4, 3])))
-    assert err.code == ErrorCode.LIMIT_EXCEEDED and "10 rows" in err.message
+    assert err.code == ErrorCode.LIMIT_EXCEEDED
+    assert "10 rows" in err.message
 
 
 def test_list_sections_need_titles_only_when_more_than_one() -> None:
@@ -198,7 +199,8 @@ def test_copy_codes_survive_rendering_unchanged(code: str) -> None:
 def test_cloudapi_renders_documented_bodies() -> None:
     req = render_command(parse_command(command({**buttons(2), "header": "H", "footer": "F"})), channel("cloudapi"))
     assert (req.method, req.path) == ("POST", "/ch1/messages")
-    assert req.body["messaging_product"] == "whatsapp" and req.body["recipient_type"] == "individual"
+    assert req.body["messaging_product"] == "whatsapp"
+    assert req.body["recipient_type"] == "individual"
     assert req.body["type"] == "interactive"
     assert req.body["interactive"]["header"] == {"type": "text", "text": "H"}
     assert req.body["interactive"]["action"]["buttons"][0] == {"type": "reply", "reply": {"id": "id0",

@@ -70,10 +70,13 @@ def test_disconnects_spread_beyond_the_window_are_not_flapping() -> None:
 
 def test_qr_loop_until_open() -> None:
     h, _ = fold([qr(0), qr(1), qr(2)])
-    assert h.state == "qr" and "qr_loop" in h.conditions
+    assert h.state == "qr"
+    assert "qr_loop" in h.conditions
     h, change = observe(h, conn("open", 3), RULES)
-    assert h.qr_since_open == 0 and h.conditions == ()
-    assert change is not None and change["state"] == "open"
+    assert h.qr_since_open == 0
+    assert h.conditions == ()
+    assert change is not None
+    assert change["state"] == "open"
 
 
 def test_logged_out_is_terminal_condition() -> None:
@@ -84,10 +87,11 @@ def test_logged_out_is_terminal_condition() -> None:
 
 def test_stale_when_open_and_silent() -> None:
     h, _ = fold([conn("open", 0)])
-    same, change = settle(h, h, T0 + timedelta(minutes=10), RULES)
+    _same, change = settle(h, h, T0 + timedelta(minutes=10), RULES)
     assert change is None
     later, change = settle(h, h, T0 + timedelta(minutes=31), RULES)
-    assert change is not None and change["conditions"] == ["stale"]
+    assert change is not None
+    assert change["conditions"] == ["stale"]
     assert later.version == h.version + 1
 
 

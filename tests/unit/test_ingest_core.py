@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -53,8 +54,8 @@ def uazapi(event_type: str, **body: Any) -> dict[str, Any]:
             "token": SECRET, **body}
 
 
-def one(payload: dict[str, Any], ctx: Context = Context()) -> dict[str, Any]:
-    events = normalize(payload, ctx)
+def one(payload: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    events = normalize(payload, ctx or Context())
     assert len(events) == 1
     validate(events[0]["type"], events[0])
     return events[0]
@@ -63,7 +64,8 @@ def one(payload: dict[str, Any], ctx: Context = Context()) -> dict[str, Any]:
 # --- Cloud API -----------------------------------------------------------------------------------
 def test_cloud_text_message() -> None:
     event = one(cloud([cloud_msg("text", {"text": {"body": "oi"}})]))
-    assert event["channel_id"] == "PN1" and event["source"] == "cloudapi"
+    assert event["channel_id"] == "PN1"
+    assert event["source"] == "cloudapi"
     assert event["message"] == {"id": "wamid.1", "from": "5511988887777", "kind": "text", "text": "oi",
                                 "push_name": "Ana"}
     assert event["occurred_at"] == "2025-11-27T09:00:00Z"  # epoch seconds
@@ -88,12 +90,14 @@ def test_cloud_location_and_media() -> None:
 
 
 def test_cloud_body_with_several_messages_and_statuses() -> None:
-    payload = cloud([cloud_msg("text", {"text": {"body": "a"}}, "w1"), cloud_msg("text", {"text": {"body": "b"}}, "w2")],
+    texts = [cloud_msg("text", {"text": {"body": "a"}}, "w1"), cloud_msg("text", {"text": {"body": "b"}}, "w2")]
+    payload = cloud(texts,
                     [{"id": "out1", "status": "failed", "timestamp": "1764234001", "recipient_id": "5511988887777",
                       "errors": [{"code": 131047, "title": "Re-engagement message"}]}])
     events = normalize(payload)
     assert [e["type"] for e in events] == ["message.received", "message.received", "message.status"]
-    assert events[2]["status"]["state"] == "failed" and events[2]["status"]["error"]["code"] == 131047
+    assert events[2]["status"]["state"] == "failed"
+    assert events[2]["status"]["error"]["code"] == 131047
     assert len({e["event_id"] for e in events}) == 3
 
 
@@ -101,7 +105,8 @@ def test_cloud_without_phone_number_id_is_refused_whole() -> None:
     with pytest.raises(PermanentError) as err:
         normalize(cloud([cloud_msg("text", {"text": {"body": "oi"}})], phone_number_id=None))
     assert err.value.code == ErrorCode.MISSING_FIELD
-    assert err.value.field is not None and err.value.field.endswith("phone_number_id")
+    assert err.value.field is not None
+    assert err.value.field.endswith("phone_number_id")
 
 
 def test_cloud_wrong_type_names_the_field() -> None:
@@ -115,7 +120,8 @@ def test_cloud_wrong_type_names_the_field() -> None:
 # --- Evolution -----------------------------------------------------------------------------------
 def test_evolution_text_and_digits_only_sender() -> None:
     event = one(evo_upsert({"conversation": "olá"}))
-    assert event["channel_id"] == "evo1" and event["source"] == "evolution"
+    assert event["channel_id"] == "evo1"
+    assert event["source"] == "evolution"
     assert event["message"]["from"] == "5511977776666"
     assert event["occurred_at"] == "2025-11-27T09:00:00Z"  # messageTimestamp in seconds
 
@@ -149,7 +155,8 @@ def test_evolution_status_update_and_logout_and_qr() -> None:
                                                "status": "DELIVERY_ACK"}))
     assert status["status"] == {"message_id": "K1", "state": "delivered", "recipient": "5511"}
     logout = one(evolution("logout.instance", {}))
-    assert logout["connection"]["state"] == "logged_out" and logout["connection"]["code"] == 401
+    assert logout["connection"]["state"] == "logged_out"
+    assert logout["connection"]["code"] == 401
     qr = one(evolution("QRCODE_UPDATED", {"qrcode": {"code": "2@secret-pairing", "base64": "AAA"}}))
     assert qr["type"] == "qr.updated"
     assert "2@secret-pairing" not in orjson.dumps(qr).decode()
@@ -251,10 +258,8 @@ def test_arbitrary_bytes_are_refused_with_a_specific_code(raw: bytes) -> None:
     except PermanentError as exc:
         assert exc.code in (ErrorCode.INVALID_JSON, ErrorCode.INVALID_ENCODING, ErrorCode.NOT_AN_OBJECT)
         return
-    try:
+    with contextlib.suppress(PermanentError):
         normalize(payload)
-    except PermanentError:
-        pass
 
 
 def test_oversized_payload_is_refused() -> None:

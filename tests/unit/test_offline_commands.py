@@ -45,9 +45,11 @@ def test_dispatch_render() -> None:
     assert lines(result.stdout) == [{"command_id": "c1", "method": "POST", "path": "/message/sendText/ch",
                                      "body": {"number": "5511999990000", "text": "oi"}}]
     errors = lines(result.stderr)
-    assert errors[0] == {"line": 2, "command_id": "c2", "error": {"code": "limit_exceeded", "field": "message.buttons",
-                                                                  "message": "message.buttons needs at least 1 item(s)"}}
-    assert errors[1]["line"] == 3 and "command_id" not in errors[1]
+    expected = {"code": "limit_exceeded", "field": "message.buttons",
+                "message": "message.buttons needs at least 1 item(s)"}
+    assert errors[0] == {"line": 2, "command_id": "c2", "error": expected}
+    assert errors[1]["line"] == 3
+    assert "command_id" not in errors[1]
     assert b"TOKENVALUE" not in result.stdout + result.stderr
 
 

@@ -24,14 +24,16 @@ def test_offsets_commit_only_below_the_oldest_unfinished() -> None:
     t.done(10)
     assert t.committable() == 11
     t.done(11)
-    assert t.committable() == 14 and t.in_flight == 0
+    assert t.committable() == 14
+    assert t.in_flight == 0
 
 
 def test_secrets_are_stripped_at_any_depth() -> None:
     payload = {"apikey": "SEC-1", "data": {"token": "SEC-2", "list": [{"Authorization": "Bearer SEC-3"}]}, "text": "ok"}
     clean = strip_secrets(payload)
     assert "SEC-" not in orjson.dumps(clean).decode()
-    assert clean["text"] == "ok" and clean["data"]["list"][0]["Authorization"] == "[redacted]"
+    assert clean["text"] == "ok"
+    assert clean["data"]["list"][0]["Authorization"] == "[redacted]"
     raw = b'{"apikey": "abc\\"def", "broken": '
     assert b"abc" not in strip_secrets_bytes(raw)
 
@@ -65,7 +67,8 @@ def test_settings_keep_passwords_secret(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("APIPLUS_REDIS_URL", "redis://:hunter2@x")
     monkeypatch.setenv("APIPLUS_KAFKA_SASL_PASSWORD", "hunter3")
     settings = load_settings(WorkerSettings)
-    assert "hunter2" not in repr(settings) and "hunter3" not in repr(settings)
+    assert "hunter2" not in repr(settings)
+    assert "hunter3" not in repr(settings)
 
 
 def test_ids_and_timestamps() -> None:
