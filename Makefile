@@ -39,7 +39,7 @@ infra-down: ## Stop Kafka and Redis of both profiles
 	@$(PY) deploy/infra.py down --profile run
 	@$(PY) deploy/infra.py down --profile test
 
-run: deps ## Start Kafka, Redis, the simulator and the three workers; Ctrl-C stops everything
+run: deps ## Start Kafka, Redis, Prometheus, the simulator and the three workers; Ctrl-C stops everything
 	@$(PY) deploy/run.py
 
 test: deps ## Start the test Kafka and Redis, run every test, stop them
