@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,17 @@ class Faults:
         if self.remaining is not None:
             self.remaining -= 1
         return self.mode
+
+
+def has_credentials(headers: Mapping[str, str]) -> bool:
+    """A non-empty token, apikey or bearer credential, as every provider requires."""
+    for name in AUTH_HEADERS:
+        value = headers.get(name, "").strip()
+        if name == "authorization" and value.lower().startswith("bearer"):
+            value = value[len("bearer"):].strip()
+        if value:
+            return True
+    return False
 
 
 def provider_of(path: str) -> str | None:
@@ -96,7 +108,7 @@ class Simulator:
         provider = provider_of(request.path)
         if provider is None:
             return web.json_response({"error": "unknown endpoint"}, status=404)
-        if not any(h in request.headers for h in AUTH_HEADERS):
+        if not has_credentials(request.headers):
             return web.json_response({"error": "missing credentials"}, status=401)
         try:
             body = orjson.loads(await request.read())

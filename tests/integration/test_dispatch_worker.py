@@ -18,6 +18,7 @@ from apiplus.kafka import KafkaClientConfig
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.providers import ProviderClient
 from services.dispatch.settings import DispatchSettings
+from services.dispatch.simulator import Faults
 from services.dispatch.worker import Dispatcher
 from tests.integration.dispatchtools import (
     RUN,
@@ -189,3 +190,38 @@ async def test_kill9_during_burst_sends_each_command_exactly_once(simulator: Run
     assert {cid: states[0] for cid, states in terminal.items()} == {f"{c}-cmd-{n}": "sent" for n in range(15)
                                                                        for c in channels}
     assert worker.returncode == 0, log.read_text()[-3000:]
+
+
+async def test_provider_faults_retry_then_send_once_and_refusals_fail(simulator: RunningSimulator) -> None:
+    topics = await _topics()
+    await produce(topics["registry_topic"], [(b"ch-f", channel_row("ch-f", TOKEN))])
+    async with InProcess(topics, simulator, APIPLUS_DISPATCH_BACKOFF_BASE_SECONDS="0.05"):
+        simulator.sim.faults = Faults(mode="503", remaining=2)  # two failures, then the provider recovers
+        await produce(topics["commands_topic"], [(b"ch-f", text_command("fault-503", "ch-f", TOKEN))])
+        await wait_for(lambda: simulator.deliveries()["fault-503"] == 1)
+        simulator.sim.faults = Faults(mode="429", retry_after=0.1, remaining=1)
+        await produce(topics["commands_topic"], [(b"ch-f", text_command("fault-429", "ch-f", TOKEN))])
+        await wait_for(lambda: simulator.deliveries()["fault-429"] == 1)
+        expired = {**text_command("too-late", "ch-f", TOKEN), "not_after": "2020-01-01T00:00:00Z"}
+        await produce(topics["commands_topic"], [(b"ch-f", expired)])
+        results = await read_all(topics["results_topic"], expect=6)
+    terminal = _terminal(results)
+    assert terminal["fault-503"] == ["sent"]
+    assert terminal["fault-429"] == ["sent"]
+    assert terminal["too-late"] == ["expired"]
+    assert simulator.sim.received == 2 + 1 + 1 + 1  # 2 refused + 1 sent, 1 refused + 1 sent
+    assert simulator.deliveries()["too-late"] == 0
+
+
+async def test_provider_4xx_ends_failed_with_the_status(simulator: RunningSimulator) -> None:
+    topics = await _topics()
+    await produce(topics["registry_topic"], [(b"ch-x", channel_row("ch-x", TOKEN, provider="cloudapi"))])
+    # cloudapi has no token configured for this worker: the simulator answers 401 like the provider.
+    async with InProcess(topics, simulator, APIPLUS_DISPATCH_CLOUDAPI_URL=simulator.url,
+                         APIPLUS_DISPATCH_CLOUDAPI_TOKEN=""):
+        await produce(topics["commands_topic"], [(b"ch-x", text_command("refused", "ch-x", TOKEN))])
+        results = await read_all(topics["results_topic"], expect=2)
+    failed = next((r for r in results if r["state"] == "failed"), None)
+    assert failed is not None, [(r["state"], r.get("error")) for r in results]
+    assert failed["error"]["code"] == "provider_rejected"
+    assert failed["error"]["provider_status"] == 401
