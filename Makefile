@@ -35,18 +35,20 @@ $(STAMP_KAFKA): deploy/kafka/pom.xml $(STAMP_SYS)
 infra-up: deps ## Start Kafka and Redis for `make run` (profile run; APIPLUS_PROFILE=test for the test ports)
 	@$(PY) deploy/infra.py up
 
-infra-down: ## Stop Kafka and Redis of both profiles
-	@$(PY) deploy/infra.py down --profile run
-	@$(PY) deploy/infra.py down --profile test
+infra-down: ## Stop Kafka and Redis of every profile
+	@for p in run test bench; do $(PY) deploy/infra.py down --profile $$p; done
 
 run: deps ## Start Kafka, Redis, Prometheus, the simulator and the three workers; Ctrl-C stops everything
 	@$(PY) deploy/run.py
 
 test: deps ## Start the test Kafka and Redis, run every test, stop them
-	@bash deploy/with-test-infra.sh $(PY) -m pytest $(PYTEST_ARGS)
+	@APIPLUS_PROFILE=test bash deploy/with-infra.sh $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: deps ## Benchmarks against a baseline in the same run (BENCH_RUNS=3, BENCH_SCALE=1.0); writes bench/results.json
+	@APIPLUS_PROFILE=bench bash deploy/with-infra.sh $(PY) -m bench.run
 
 lint: deps ## ruff, mypy strict and import-linter
-	@$(VENV)/bin/ruff check apiplus services tests deploy
+	@$(VENV)/bin/ruff check apiplus services tests deploy bench
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/lint-imports
 
@@ -55,4 +57,4 @@ check: lint test ## Lint, types, architecture contracts, then the tests
 clean: infra-down ## Stop everything and remove state, caches and the virtualenv
 	@rm -rf .cache/state $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help deps infra-up infra-down run test lint check clean
+.PHONY: help deps infra-up infra-down run test bench lint check clean

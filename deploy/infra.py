@@ -28,6 +28,7 @@ KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
 PROFILES = {
     "run": {"kafka": 19092, "controller": 19093, "redis": 16379, "persist": True},
     "test": {"kafka": 29092, "controller": 29093, "redis": 26379, "persist": False},
+    "bench": {"kafka": 39092, "controller": 39093, "redis": 36379, "persist": False},
 }
 
 

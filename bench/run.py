@@ -1,0 +1,437 @@
+"""`make bench`: throughput, latency and memory of each worker against a baseline measured in the same run.
+
+Each scenario pre-loads a backlog, starts the process under test as a real subprocess, and times its
+outputs as they become visible (read_committed). Rates are taken between 10% and 90% of the expected
+outputs (warm-up and tail excluded); every scenario runs BENCH_RUNS times and the median is reported
+with the spread, so the machine's noise is visible. Results go to bench/results.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench import data
+from services.dispatch.core import Channel, parse_command, render_command
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOTSTRAP = os.environ.get("APIPLUS_KAFKA_BOOTSTRAP", "127.0.0.1:39092")
+REDIS = os.environ.get("APIPLUS_REDIS_URL", "redis://127.0.0.1:36379/0")
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
+PARTITIONS = 6
+CHANNELS = 10_000
+INGEST_N = int(200_000 * SCALE)
+BILLING_TENANTS = int(10_000 * SCALE)
+BILLING_PER_TENANT = 10
+DISPATCH_N = int(100_000 * SCALE)
+CONCURRENCY = 64
+LATENCY_SECONDS = 20.0
+TIMEOUT = 900.0
+
+
+def say(msg: str) -> None:
+    print(f"bench: {msg}", flush=True)
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class Measurement:
+    rate: float
+    peak_rss_mb: float = 0.0
+    final_rss_mb: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def create_topics(names: Iterable[str], compacted: Iterable[str] = ()) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    compact = set(compacted)
+    try:
+        await admin.create_topics([
+            NewTopic(n, PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"} if n in compact else {})
+            for n in names
+        ])
+    finally:
+        await admin.close()
+
+
+async def produce(topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, max_batch_size=256 * 1024,
+                                enable_idempotence=True)
+    await producer.start()
+    n = 0
+    try:
+        for key, value in records:
+            await producer.send(topic, value=value, key=key)
+            n += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def watch_outputs(
+    proc: subprocess.Popen[bytes], topic: str, expected: int, inputs: int, count: Callable[[Any], int] | None = None
+) -> Measurement:
+    """Time the outputs of `proc` on `topic`; the rate is in inputs per second between 10% and 90%."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest",
+                                isolation_level="read_committed", enable_auto_commit=False,
+                                fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
+    await consumer.start()
+    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    seen = 0
+    t10 = t90 = None
+    peak = 0.0
+    deadline = time.monotonic() + TIMEOUT
+    last_sample = 0.0
+    try:
+        while seen < expected and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process under test exited with {proc.returncode}")
+            batch = await consumer.getmany(timeout_ms=100, max_records=20_000)
+            now = time.perf_counter()
+            for records in batch.values():
+                seen += sum(count(r) for r in records) if count else len(records)
+            if t10 is None and seen >= 0.1 * expected:
+                t10 = now
+            if t90 is None and seen >= 0.9 * expected:
+                t90 = now
+            if now - last_sample > 0.25:
+                peak = max(peak, rss_mb(proc.pid))
+                last_sample = now
+    finally:
+        await consumer.stop()
+    if t10 is None or t90 is None or seen < expected:
+        raise RuntimeError(f"only {seen} of {expected} outputs on {topic}")
+    final = rss_mb(proc.pid)
+    return Measurement(rate=0.8 * inputs / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final)
+
+
+# --- scenarios ------------------------------------------------------------------------------------
+async def bench_passthrough(kind: str, source: str, n: int, logs: Path) -> Measurement:
+    run = uuid.uuid4().hex[:8]
+    sink = f"bench.{kind}.{run}.out"
+    await create_topics([sink])
+    group = f"bench-{kind}-{run}"
+    if kind == "baseline":
+        argv = [sys.executable, "-m", "bench.baseline", BOOTSTRAP, source, sink, group]
+        env: dict[str, str] = {}
+    else:
+        argv = [sys.executable, "-m", "bench.faust_passthrough", "worker", "-l", "warn", "--without-web"]
+        env = {"BENCH_BOOTSTRAP": BOOTSTRAP, "BENCH_INPUT": source, "BENCH_OUTPUT": sink, "BENCH_GROUP": group}
+    proc = spawn(argv, env, logs / f"{kind}.log")
+    try:
+        return await watch_outputs(proc, sink, n, n)
+    finally:
+        stop(proc)
+
+
+def worker_env(service: str, extra: dict[str, str]) -> dict[str, str]:
+    return {"APIPLUS_KAFKA_BOOTSTRAP": BOOTSTRAP, "APIPLUS_REDIS_URL": REDIS,
+            f"APIPLUS_{service.upper()}_HTTP_PORT": "0", "APIPLUS_LOG_LEVEL": "WARNING", **extra}
+
+
+async def bench_ingest(source: str, logs: Path) -> Measurement:
+    run = uuid.uuid4().hex[:8]
+    t = {"events_topic": f"bench.ingest.{run}.events", "health_topic": f"bench.ingest.{run}.health",
+         "state_topic": f"bench.ingest.{run}.state"}
+    await create_topics([*t.values(), f"{source}.dlq", f"{t['events_topic']}.dlq"],
+                        compacted=[t["health_topic"], t["state_topic"]])
+    env = worker_env("ingest", {
+        "APIPLUS_INGEST_RAW_TOPIC": source, "APIPLUS_INGEST_SUBSCRIBE_EVOLUTION": "false",
+        "APIPLUS_INGEST_GROUP_ID": f"bench-ingest-{run}", "APIPLUS_INGEST_HEALTH_GROUP_ID": f"bench-health-{run}",
+        **{f"APIPLUS_INGEST_{k.upper()}": v for k, v in t.items()},
+    })
+    proc = spawn([sys.executable, "-m", "services.cli", "ingest", "run"], env, logs / "ingest.log")
+    try:
+        return await watch_outputs(proc, t["events_topic"], INGEST_N, INGEST_N)
+    finally:
+        stop(proc)
+
+
+async def bench_billing(source: str, n: int, logs: Path) -> Measurement:
+    run = uuid.uuid4().hex[:8]
+    out, state = f"bench.billing.{run}.out", f"bench.billing.{run}.state"
+    await create_topics([out, state, f"{source}.dlq"], compacted=[state])
+    env = worker_env("billing", {
+        "APIPLUS_BILLING_INPUT_TOPIC": source, "APIPLUS_BILLING_OUTPUT_TOPIC": out,
+        "APIPLUS_BILLING_STATE_TOPIC": state, "APIPLUS_BILLING_GROUP_ID": f"bench-billing-{run}",
+        "APIPLUS_BILLING_DUE_DAY_TIMER": "false",
+    })
+    charges = BILLING_TENANTS * (BILLING_PER_TENANT - 2)  # the first activation of a tenant is its free channel
+    proc = spawn([sys.executable, "-m", "services.cli", "billing", "run"], env, logs / "billing.log")
+    try:
+        return await watch_outputs(proc, out, charges, n)
+    finally:
+        stop(proc)
+
+
+class Simulator:
+    def __init__(self, logs: Path) -> None:
+        self.port = 38080
+        self.log = logs / f"simulator-{uuid.uuid4().hex[:6]}.jsonl"
+        self.proc = spawn([sys.executable, "-m", "services.cli", "dispatch", "simulator", "--port", str(self.port),
+                           "--log", str(self.log)], {}, logs / "simulator.out")
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("simulator did not start")
+
+    def distinct(self) -> int:
+        with urllib.request.urlopen(self.url + "/_sim/stats", timeout=5) as resp:
+            return int(orjson.loads(resp.read())["distinct"])
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.log.read_bytes().splitlines() if line.strip()]
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
+def dispatch_env(run: str, sim: Simulator) -> tuple[dict[str, str], dict[str, str]]:
+    t = {"commands_topic": f"bench.dispatch.{run}.commands", "retry_topic": f"bench.dispatch.{run}.retry",
+         "results_topic": f"bench.dispatch.{run}.results"}
+    env = worker_env("dispatch", {
+        "APIPLUS_DISPATCH_GROUP_ID": f"bench-dispatch-{run}", "APIPLUS_DISPATCH_PACING_ENABLED": "false",
+        "APIPLUS_DISPATCH_SIMULATOR_URL": sim.url, "APIPLUS_DISPATCH_MAX_IN_FLIGHT": str(CONCURRENCY),
+        "APIPLUS_DISPATCH_REGISTRY_TOPIC": "bench.registry", "APIPLUS_DISPATCH_HEALTH_TOPIC": "bench.health",
+        **{f"APIPLUS_DISPATCH_{k.upper()}": v for k, v in t.items()},
+    })
+    return env, t
+
+
+async def wait_sent(proc: subprocess.Popen[bytes], sim: Simulator, target: int) -> Measurement:
+    t10 = t90 = None
+    peak = 0.0
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dispatch exited with {proc.returncode}")
+        sent = await asyncio.to_thread(sim.distinct)
+        now = time.perf_counter()
+        if t10 is None and sent >= 0.1 * target:
+            t10 = now
+        if t90 is None and sent >= 0.9 * target:
+            t90 = now
+        peak = max(peak, rss_mb(proc.pid))
+        if sent >= target:
+            break
+        await asyncio.sleep(0.05)
+    if t10 is None or t90 is None:
+        raise RuntimeError("dispatch did not finish")
+    final = rss_mb(proc.pid)
+    return Measurement(rate=0.8 * target / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final)
+
+
+async def bench_dispatch(logs: Path) -> tuple[Measurement, Measurement]:
+    """(dispatch throughput, HTTP ceiling) on the same simulator with the same rendered requests."""
+    sim = Simulator(logs)
+    run = uuid.uuid4().hex[:8]
+    env, t = dispatch_env(run, sim)
+    await create_topics([*t.values(), f"{t['commands_topic']}.dlq"])
+    commands = [data.dispatch_command(run, i, CHANNELS) for i in range(DISPATCH_N)]
+    await produce(t["commands_topic"], ((k, orjson.dumps(c)) for k, c in commands))
+    proc = spawn([sys.executable, "-m", "services.cli", "dispatch", "run"], env, logs / "dispatch.log")
+    try:
+        worker = await wait_sent(proc, sim, DISPATCH_N)
+    finally:
+        stop(proc)
+    ceiling = await http_ceiling(sim, commands, f"http-{run}")
+    sim.close()
+    return worker, ceiling
+
+
+async def http_ceiling(sim: Simulator, commands: list[tuple[bytes, dict[str, Any]]], prefix: str) -> Measurement:
+    """A bare aiohttp loop posting the same rendered requests with the same concurrency."""
+    requests = []
+    for i, (_, raw) in enumerate(commands):
+        command = parse_command(raw)
+        channel = Channel(command.channel_id, "bench", "", "simulator", "plus", "active")
+        requests.append((f"{prefix}-{i}", render_command(command, channel)))
+    done = 0
+    t10 = t90 = None
+    n = len(requests)
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    for item in requests:
+        queue.put_nowait(item)
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal done, t10, t90
+        while not queue.empty():
+            key, request = queue.get_nowait()
+            headers = {"Content-Type": "application/json", "Idempotency-Key": key, "token": "bench"}
+            async with session.post(sim.url + request.path, data=orjson.dumps(request.body), headers=headers) as r:
+                await r.read()
+            done += 1
+            if t10 is None and done >= 0.1 * n:
+                t10 = time.perf_counter()
+            if t90 is None and done >= 0.9 * n:
+                t90 = time.perf_counter()
+
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(client(session) for _ in range(CONCURRENCY)))
+    assert t10 is not None and t90 is not None
+    return Measurement(rate=0.8 * n / (t90 - t10))
+
+
+async def bench_latency(rate: float, logs: Path) -> dict[str, float]:
+    """End-to-end latency (command produced -> simulator received) at `rate` commands/s."""
+    sim = Simulator(logs)
+    run = uuid.uuid4().hex[:8]
+    env, t = dispatch_env(run, sim)
+    await create_topics([*t.values(), f"{t['commands_topic']}.dlq"])
+    proc = spawn([sys.executable, "-m", "services.cli", "dispatch", "run"], env, logs / "dispatch-latency.log")
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0, enable_idempotence=True)
+    await producer.start()
+    sent_at: dict[str, float] = {}
+    try:
+        await asyncio.sleep(8)  # the worker loads its tables and joins the group
+        await producer.send_and_wait(t["commands_topic"], orjson.dumps(data.dispatch_command(run, -1, CHANNELS)[1]),
+                                     key=b"ch0")
+        total = int(rate * LATENCY_SECONDS)
+        started = time.perf_counter()
+        tick = 0.01
+        for i in range(total):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > tick:
+                await asyncio.sleep(delay)
+            key, command = data.dispatch_command(run, i, CHANNELS)
+            await producer.send(t["commands_topic"], orjson.dumps(command), key=key)
+            sent_at[str(command["command_id"])] = time.time()
+        await producer.flush()
+        deadline = time.monotonic() + 120
+        while await asyncio.to_thread(sim.distinct) < total + 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+    finally:
+        await producer.stop()
+        stop(proc)
+        sim.close()
+    latencies = sorted(
+        (e["ts"] - sent_at[e["idempotency_key"]]) * 1000 for e in sim.entries() if e["idempotency_key"] in sent_at
+    )
+    if len(latencies) < 0.99 * len(sent_at):
+        raise RuntimeError(f"only {len(latencies)} of {len(sent_at)} commands reached the simulator")
+    return {"p50_ms": latencies[len(latencies) // 2], "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+            "rate": rate, "commands": len(latencies)}
+
+
+# --- the run ----------------------------------------------------------------------------------------
+def summary(values: list[float]) -> dict[str, float]:
+    med = statistics.median(values)
+    return {"median": med, "min": min(values), "max": max(values),
+            "spread_pct": 100 * (max(values) - min(values)) / med if med else 0.0, "runs": len(values)}
+
+
+async def main() -> int:
+    logs = ROOT / ".cache" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:6]
+    ingest_src, billing_src = f"bench.ingest.{tag}.raw", f"bench.billing.{tag}.lifecycle"
+    await create_topics([ingest_src, billing_src])
+    with contextlib.suppress(Exception):
+        await create_topics(["bench.registry", "bench.health"], compacted=["bench.registry", "bench.health"])
+    say(f"loading backlogs: {INGEST_N} raw events, {BILLING_TENANTS * BILLING_PER_TENANT} lifecycle events, "
+        f"{CHANNELS} channels in the registry")
+    await produce(ingest_src, data.ingest_events(INGEST_N, CHANNELS))
+    billing_n = await produce(billing_src, data.billing_events(BILLING_TENANTS, BILLING_PER_TENANT))
+    await produce("bench.registry", data.registry_rows(CHANNELS))
+    results: dict[str, list[Measurement]] = {k: [] for k in (
+        "baseline_ingest", "ingest", "faust_ingest", "baseline_billing", "billing", "dispatch", "http")}
+    for r in range(RUNS):
+        say(f"run {r + 1}/{RUNS}")
+        results["baseline_ingest"].append(await bench_passthrough("baseline", ingest_src, INGEST_N, logs))
+        results["ingest"].append(await bench_ingest(ingest_src, logs))
+        results["faust_ingest"].append(await bench_passthrough("faust", ingest_src, INGEST_N, logs))
+        results["baseline_billing"].append(await bench_passthrough("baseline", billing_src, billing_n, logs))
+        results["billing"].append(await bench_billing(billing_src, billing_n, logs))
+        worker, ceiling = await bench_dispatch(logs)
+        results["dispatch"].append(worker)
+        results["http"].append(ceiling)
+        say("  " + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in results.items()))
+    rates = {k: summary([m.rate for m in v]) for k, v in results.items()}
+    half = rates["dispatch"]["median"] / 2
+    say(f"latency at half the dispatch maximum ({half:,.0f} commands/s)")
+    latency = await bench_latency(half, logs)
+    rss = {name: {"peak_mb": max(m.peak_rss_mb for m in results[name]),
+                  "holding_10k_mb": statistics.median(m.final_rss_mb for m in results[name])}
+           for name in ("ingest", "dispatch", "billing")}
+    ratios = {
+        "ingest_vs_baseline": rates["ingest"]["median"] / rates["baseline_ingest"]["median"],
+        "faust_vs_baseline": rates["faust_ingest"]["median"] / rates["baseline_ingest"]["median"],
+        "billing_vs_baseline": rates["billing"]["median"] / rates["baseline_billing"]["median"],
+        "dispatch_vs_http": rates["dispatch"]["median"] / rates["http"]["median"],
+    }
+    report = {"scale": SCALE, "runs": RUNS, "sizes": {"ingest": INGEST_N, "billing": billing_n, "dispatch": DISPATCH_N,
+                                                      "channels": CHANNELS},
+              "rates_per_second": rates, "ratios": ratios, "latency_at_half_load": latency, "rss_mb": rss,
+              "targets": {"ingest_vs_baseline": 0.5, "billing_vs_baseline": 0.5, "dispatch_vs_http": 0.7,
+                          "p99_ms": 50, "rss_mb": 200}}
+    (ROOT / "bench" / "results.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    print()
+    print(f"{'scenario':<18}{'median/s':>12}{'min/s':>12}{'max/s':>12}{'spread':>9}")
+    for name, s in rates.items():
+        print(f"{name:<18}{s['median']:>12,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}{s['spread_pct']:>8.0f}%")
+    print()
+    for name, value in ratios.items():
+        print(f"{name:<22}{value:>6.2f}x")
+    print(f"dispatch latency at {half:,.0f}/s: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms")
+    for name, m in rss.items():
+        print(f"{name:<10} peak RSS {m['peak_mb']:.0f} MB, holding 10k channels {m['holding_10k_mb']:.0f} MB")
+    max_rss = max(m["peak_mb"] for m in rss.values())
+    print(f"bench: ingest {ratios['ingest_vs_baseline']:.2f}x baseline, "
+          f"dispatch {ratios['dispatch_vs_http']:.2f}x http, "
+          f"billing {ratios['billing_vs_baseline']:.2f}x baseline, p99 {latency['p99_ms']:.0f} ms, "
+          f"max rss {max_rss:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
