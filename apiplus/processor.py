@@ -188,6 +188,10 @@ class TransactionalProcessor:
         attempt = 0
         while True:
             try:
+                # Optional: a handler may look at the whole batch first (one Redis round trip per batch).
+                prepare = getattr(self.handler, "prepare", None)
+                if prepare is not None:
+                    await prepare(records)
                 async with producer.transaction():
                     outcomes = await self._handle_all(records, state, producer)
                     await self._send_state(producer, state, tp.partition)

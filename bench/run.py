@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ BOOTSTRAP = os.environ.get("APIPLUS_KAFKA_BOOTSTRAP", "127.0.0.1:39092")
 REDIS = os.environ.get("APIPLUS_REDIS_URL", "redis://127.0.0.1:36379/0")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
+ONLY = {part for part in os.environ.get("BENCH_ONLY", "ingest,billing,dispatch").split(",") if part}
 PARTITIONS = 6
 CHANNELS = 10_000
 INGEST_N = int(200_000 * SCALE)
@@ -95,6 +97,19 @@ async def produce(topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
     finally:
         await producer.stop()
     return n
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def profiled(service: str, logs: Path) -> list[str]:
+    """The interpreter, under cProfile when BENCH_PROFILE names this service (profile in .cache/bench)."""
+    if service in os.environ.get("BENCH_PROFILE", "").split(","):
+        return [sys.executable, "-m", "cProfile", "-o", str(logs / f"{service}.prof")]
+    return [sys.executable]
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -184,7 +199,7 @@ async def bench_ingest(source: str, logs: Path) -> Measurement:
         "APIPLUS_INGEST_GROUP_ID": f"bench-ingest-{run}", "APIPLUS_INGEST_HEALTH_GROUP_ID": f"bench-health-{run}",
         **{f"APIPLUS_INGEST_{k.upper()}": v for k, v in t.items()},
     })
-    proc = spawn([sys.executable, "-m", "services.cli", "ingest", "run"], env, logs / "ingest.log")
+    proc = spawn([*profiled("ingest", logs), "-m", "services.cli", "ingest", "run"], env, logs / "ingest.log")
     try:
         return await watch_outputs(proc, t["events_topic"], INGEST_N, INGEST_N)
     finally:
@@ -201,7 +216,7 @@ async def bench_billing(source: str, n: int, logs: Path) -> Measurement:
         "APIPLUS_BILLING_DUE_DAY_TIMER": "false",
     })
     charges = BILLING_TENANTS * (BILLING_PER_TENANT - 2)  # the first activation of a tenant is its free channel
-    proc = spawn([sys.executable, "-m", "services.cli", "billing", "run"], env, logs / "billing.log")
+    proc = spawn([*profiled("billing", logs), "-m", "services.cli", "billing", "run"], env, logs / "billing.log")
     try:
         return await watch_outputs(proc, out, charges, n)
     finally:
@@ -210,7 +225,7 @@ async def bench_billing(source: str, n: int, logs: Path) -> Measurement:
 
 class Simulator:
     def __init__(self, logs: Path) -> None:
-        self.port = 38080
+        self.port = free_port()
         self.log = logs / f"simulator-{uuid.uuid4().hex[:6]}.jsonl"
         self.proc = spawn([sys.executable, "-m", "services.cli", "dispatch", "simulator", "--port", str(self.port),
                            "--log", str(self.log)], {}, logs / "simulator.out")
@@ -272,18 +287,20 @@ async def wait_sent(proc: subprocess.Popen[bytes], sim: Simulator, target: int) 
 async def bench_dispatch(logs: Path) -> tuple[Measurement, Measurement]:
     """(dispatch throughput, HTTP ceiling) on the same simulator with the same rendered requests."""
     sim = Simulator(logs)
-    run = uuid.uuid4().hex[:8]
-    env, t = dispatch_env(run, sim)
-    await create_topics([*t.values(), f"{t['commands_topic']}.dlq"])
-    commands = [data.dispatch_command(run, i, CHANNELS) for i in range(DISPATCH_N)]
-    await produce(t["commands_topic"], ((k, orjson.dumps(c)) for k, c in commands))
-    proc = spawn([sys.executable, "-m", "services.cli", "dispatch", "run"], env, logs / "dispatch.log")
     try:
-        worker = await wait_sent(proc, sim, DISPATCH_N)
+        run = uuid.uuid4().hex[:8]
+        env, t = dispatch_env(run, sim)
+        await create_topics([*t.values(), f"{t['commands_topic']}.dlq"])
+        commands = [data.dispatch_command(run, i, CHANNELS) for i in range(DISPATCH_N)]
+        await produce(t["commands_topic"], ((k, orjson.dumps(c)) for k, c in commands))
+        proc = spawn([*profiled("dispatch", logs), "-m", "services.cli", "dispatch", "run"], env, logs / "dispatch.log")
+        try:
+            worker = await wait_sent(proc, sim, DISPATCH_N)
+        finally:
+            stop(proc)
+        ceiling = await http_ceiling(sim, commands, f"http-{run}")
     finally:
-        stop(proc)
-    ceiling = await http_ceiling(sim, commands, f"http-{run}")
-    sim.close()
+        sim.close()
     return worker, ceiling
 
 
@@ -387,28 +404,32 @@ async def main() -> int:
         "baseline_ingest", "ingest", "faust_ingest", "baseline_billing", "billing", "dispatch", "http")}
     for r in range(RUNS):
         say(f"run {r + 1}/{RUNS}")
-        results["baseline_ingest"].append(await bench_passthrough("baseline", ingest_src, INGEST_N, logs))
-        results["ingest"].append(await bench_ingest(ingest_src, logs))
-        results["faust_ingest"].append(await bench_passthrough("faust", ingest_src, INGEST_N, logs))
-        results["baseline_billing"].append(await bench_passthrough("baseline", billing_src, billing_n, logs))
-        results["billing"].append(await bench_billing(billing_src, billing_n, logs))
-        worker, ceiling = await bench_dispatch(logs)
-        results["dispatch"].append(worker)
-        results["http"].append(ceiling)
-        say("  " + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in results.items()))
-    rates = {k: summary([m.rate for m in v]) for k, v in results.items()}
-    half = rates["dispatch"]["median"] / 2
-    say(f"latency at half the dispatch maximum ({half:,.0f} commands/s)")
-    latency = await bench_latency(half, logs)
+        if "ingest" in ONLY:
+            results["baseline_ingest"].append(await bench_passthrough("baseline", ingest_src, INGEST_N, logs))
+            results["ingest"].append(await bench_ingest(ingest_src, logs))
+            results["faust_ingest"].append(await bench_passthrough("faust", ingest_src, INGEST_N, logs))
+        if "billing" in ONLY:
+            results["baseline_billing"].append(await bench_passthrough("baseline", billing_src, billing_n, logs))
+            results["billing"].append(await bench_billing(billing_src, billing_n, logs))
+        if "dispatch" in ONLY:
+            worker, ceiling = await bench_dispatch(logs)
+            results["dispatch"].append(worker)
+            results["http"].append(ceiling)
+        say("  " + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in results.items() if v))
+    rates = {k: summary([m.rate for m in v]) for k, v in results.items() if v}
+    latency = {"p50_ms": float("nan"), "p99_ms": float("nan")}
+    if "dispatch" in rates:
+        half = rates["dispatch"]["median"] / 2
+        say(f"latency at half the dispatch maximum ({half:,.0f} commands/s)")
+        latency = await bench_latency(half, logs)
     rss = {name: {"peak_mb": max(m.peak_rss_mb for m in results[name]),
                   "holding_10k_mb": statistics.median(m.final_rss_mb for m in results[name])}
-           for name in ("ingest", "dispatch", "billing")}
-    ratios = {
-        "ingest_vs_baseline": rates["ingest"]["median"] / rates["baseline_ingest"]["median"],
-        "faust_vs_baseline": rates["faust_ingest"]["median"] / rates["baseline_ingest"]["median"],
-        "billing_vs_baseline": rates["billing"]["median"] / rates["baseline_billing"]["median"],
-        "dispatch_vs_http": rates["dispatch"]["median"] / rates["http"]["median"],
-    }
+           for name in ("ingest", "dispatch", "billing") if results[name]}
+    pairs = {"ingest_vs_baseline": ("ingest", "baseline_ingest"), "faust_vs_baseline": ("faust_ingest", "baseline_ingest"),
+             "billing_vs_baseline": ("billing", "baseline_billing"), "dispatch_vs_http": ("dispatch", "http")}
+    nan = float("nan")
+    ratios = {name: rates[a]["median"] / rates[b]["median"] if a in rates and b in rates else nan
+              for name, (a, b) in pairs.items()}
     report = {"scale": SCALE, "runs": RUNS, "sizes": {"ingest": INGEST_N, "billing": billing_n, "dispatch": DISPATCH_N,
                                                       "channels": CHANNELS},
               "rates_per_second": rates, "ratios": ratios, "latency_at_half_load": latency, "rss_mb": rss,
@@ -422,10 +443,10 @@ async def main() -> int:
     print()
     for name, value in ratios.items():
         print(f"{name:<22}{value:>6.2f}x")
-    print(f"dispatch latency at {half:,.0f}/s: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms")
+    print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms")
     for name, m in rss.items():
         print(f"{name:<10} peak RSS {m['peak_mb']:.0f} MB, holding 10k channels {m['holding_10k_mb']:.0f} MB")
-    max_rss = max(m["peak_mb"] for m in rss.values())
+    max_rss = max((m["peak_mb"] for m in rss.values()), default=nan)
     print(f"bench: ingest {ratios['ingest_vs_baseline']:.2f}x baseline, "
           f"dispatch {ratios['dispatch_vs_http']:.2f}x http, "
           f"billing {ratios['billing_vs_baseline']:.2f}x baseline, p99 {latency['p99_ms']:.0f} ms, "

@@ -149,6 +149,9 @@ def kafka_up(infra: Infra) -> None:
         return
     if _port_open(infra.kafka_port):
         sys.exit(f"infra: port {infra.kafka_port} is taken by another process")
+    if not infra.persist:
+        # test and bench start from an empty cluster every time: no recovery of old logs, no old topics.
+        shutil.rmtree(infra.kafka_dir, ignore_errors=True)
     infra.kafka_dir.mkdir(parents=True, exist_ok=True)
     infra.log_dir.mkdir(parents=True, exist_ok=True)
     props = _render_server_properties(infra)

@@ -34,6 +34,7 @@ from apiplus.envelope import deterministic_id, make_event, parse_rfc3339, rfc333
 from apiplus.errors import ErrorCode, PermanentError
 from apiplus.kafka import KafkaClientConfig
 from apiplus.offsets import OffsetTracker
+from apiplus.redisio import RedisBatcher
 from apiplus.table import TopicTable
 from services.dispatch.core import Channel, Command, authorize, parse_command, render_command
 from services.dispatch.metrics import DispatchMetrics
@@ -46,6 +47,7 @@ RECORD_KEY = "apiplus:dispatch:cmd:"
 RETRY_HEADER = "x-apiplus-retry-round"
 NOT_BEFORE_HEADER = "x-apiplus-not-before"
 TERMINAL = frozenset({"sent", "rejected", "failed", "expired"})
+FINISHED_MEMORY = 100_000
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Job:
     retry_round: int = 0
     not_before: float = 0.0
     held_reported: bool = False
+    record: dict[str, Any] | None = None  # the send record as read at intake
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Dispatcher:
         self.settings = settings
         self.kafka = kafka
         self.redis = redis
+        self.batcher = RedisBatcher(redis)
         self.providers = providers
         self.metrics = metrics
         self.registry = TopicTable(kafka, settings.registry_topic, accept=_valid_channel)
@@ -95,6 +99,7 @@ class Dispatcher:
         self.lanes: dict[str, Lane] = {}
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
         self.committed: dict[TopicPartition, int] = {}
+        self._finished: dict[str, None] = {}  # command ids finished here, oldest first
         self._semaphore = asyncio.Semaphore(settings.max_in_flight)
         self._stopping = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
@@ -138,10 +143,8 @@ class Dispatcher:
                 batches = await consumer.getmany(timeout_ms=100, max_records=1000)
                 self._last_poll = time.monotonic()
                 for tp, records in batches.items():
-                    if tp not in self.trackers:
-                        continue
-                    for record in records:
-                        await self._accept(tp, record)
+                    if tp in self.trackers:
+                        await self._accept_batch(tp, records)
                 if time.monotonic() - last_commit >= self.settings.commit_interval_seconds:
                     await self._commit(consumer)
                     await self._export_gauges(consumer)
@@ -175,17 +178,32 @@ class Dispatcher:
             consumer.resume(*assigned)
 
     # --- intake ---------------------------------------------------------------------------------
-    async def _accept(self, tp: TopicPartition, record: Any) -> None:
+    async def _accept_batch(self, tp: TopicPartition, records: list[Any]) -> None:
+        """Decode a fetched batch, look up all its send records in one round trip, then queue each."""
         tracker = self.trackers[tp]
-        tracker.add(record.offset)
+        source = "retry" if tp.topic == self.settings.retry_topic else "commands"
+        decoded: list[tuple[Any, dict[str, Any]]] = []
+        for record in records:
+            tracker.add(record.offset)
+            self.metrics.commands.labels(source=source).inc()
+            try:
+                decoded.append((record, parse_object(record.value)))
+            except PermanentError as exc:
+                await self._dead_letter(record, exc)
+                tracker.done(record.offset)
+        ids = [d["command_id"] if isinstance(d.get("command_id"), str) else "" for _, d in decoded]
+        stored: dict[str, dict[str, Any]] = {}
+        present = [i for i in ids if i]
+        if present:
+            values = await self._redis(lambda: self.redis.mget([RECORD_KEY + i for i in present]))
+            stored = {i: orjson.loads(v) for i, v in zip(present, values, strict=True) if v is not None}
+        for (record, data), command_id in zip(decoded, ids, strict=True):
+            await self._accept(tp, record, data, stored.get(command_id))
+
+    async def _accept(self, tp: TopicPartition, record: Any, data: dict[str, Any],
+                      stored: dict[str, Any] | None) -> None:
+        tracker = self.trackers[tp]
         from_retry = tp.topic == self.settings.retry_topic
-        self.metrics.commands.labels(source="retry" if from_retry else "commands").inc()
-        try:
-            data = parse_object(record.value)
-        except PermanentError as exc:
-            await self._dead_letter(record, exc)
-            tracker.done(record.offset)
-            return
         command_id = data.get("command_id") if isinstance(data.get("command_id"), str) else None
         channel_id = data.get("channel_id") if isinstance(data.get("channel_id"), str) else None
         try:
@@ -204,7 +222,7 @@ class Dispatcher:
             await self._dead_letter(record, exc)
             tracker.done(record.offset)
             return
-        if await self._already_done(command.command_id):
+        if stored is not None and stored.get("state") == "done":
             self.metrics.duplicates.inc()
             tracker.done(record.offset)
             return
@@ -214,6 +232,7 @@ class Dispatcher:
             accepted_at=time.time(),
             retry_round=int(headers.get(RETRY_HEADER, b"0") or 0),
             not_before=float(headers.get(NOT_BEFORE_HEADER, b"0") or 0),
+            record=stored,
         )
         lane = self.lanes.get(command.channel_id)
         if lane is None:
@@ -226,7 +245,7 @@ class Dispatcher:
         lane.jobs.append(job)
         self._buffered += 1
         if job.retry_round == 0:
-            await self._result(command.command_id, command.channel_id, "queued")
+            await self._result(command.command_id, command.channel_id, "queued", wait=False)
         if lane.task is None or lane.task.done():
             lane.task = asyncio.create_task(self._work(lane), name="lane")
         else:
@@ -249,7 +268,8 @@ class Dispatcher:
                 for waiting in list(lane.jobs):
                     if not waiting.held_reported:
                         waiting.held_reported = True
-                        await self._result(waiting.command.command_id, waiting.channel.channel_id, "held")
+                        await self._result(waiting.command.command_id, waiting.channel.channel_id, "held",
+                                           wait=False)
                 await self._wait(lane, "held", self._hold_deadline(job) - time.time())
                 continue
             delay = self._pace_delay(lane, job)
@@ -341,7 +361,9 @@ class Dispatcher:
     async def _deliver(self, job: Job) -> None:
         """Send at most once, finish the job with its terminal result (or park it in the retry topic)."""
         command, channel = job.command, job.channel
-        record = await self._record(command.command_id)
+        # The intake read the record for the whole batch; a copy of the same command earlier in this
+        # lane has since finished it, which only this process can have done.
+        record = job.record if command.command_id not in self._finished else {"state": "done"}
         state = record.get("state") if record else None
         if state == "done":
             self.metrics.duplicates.inc()
@@ -420,6 +442,9 @@ class Dispatcher:
                       error: dict[str, Any] | None = None) -> None:
         await self._result(job.command.command_id, job.channel.channel_id, state, message_id=message_id, error=error)
         await self._set_record(job.command.command_id, {"state": "done", "terminal": state, "message_id": message_id})
+        self._finished[job.command.command_id] = None
+        if len(self._finished) > FINISHED_MEMORY:
+            del self._finished[next(iter(self._finished))]
         self.trackers_done(job)
 
     def trackers_done(self, job: Job) -> None:
@@ -428,17 +453,9 @@ class Dispatcher:
             tracker.done(job.offset)
 
     # --- the send record ------------------------------------------------------------------------
-    async def _record(self, command_id: str) -> dict[str, Any] | None:
-        raw = await self._redis(lambda: self.redis.get(RECORD_KEY + command_id))
-        return orjson.loads(raw) if raw else None
-
     async def _set_record(self, command_id: str, value: dict[str, Any]) -> None:
-        await self._redis(lambda: self.redis.set(RECORD_KEY + command_id, orjson.dumps(value),
-                                                 ex=self.settings.dedupe_ttl_seconds))
-
-    async def _already_done(self, command_id: str) -> bool:
-        record = await self._record(command_id)
-        return record is not None and record.get("state") == "done"
+        await self._redis(lambda: self.batcher.execute("SET", RECORD_KEY + command_id, orjson.dumps(value),
+                                                       "EX", self.settings.dedupe_ttl_seconds))
 
     async def _claim_terminal(self, command_id: str) -> bool:
         """For refusals: write the record unless the command already has a terminal result."""
@@ -460,7 +477,8 @@ class Dispatcher:
 
     # --- outputs --------------------------------------------------------------------------------
     async def _result(self, command_id: str, channel_id: str, state: str, *, message_id: str | None = None,
-                      error: dict[str, Any] | None = None) -> None:
+                      error: dict[str, Any] | None = None, wait: bool = True) -> None:
+        """Write a result; terminal ones are acknowledged before the send record says `done`."""
         payload: dict[str, Any] = {"command_id": command_id, "channel_id": channel_id, "state": state}
         if message_id:
             payload["provider_message_id"] = message_id
@@ -474,8 +492,12 @@ class Dispatcher:
             **payload,
         )
         assert self._producer is not None
-        await (await self._producer.send(self.settings.results_topic, key=channel_id.encode(),
-                                         value=orjson.dumps(event)))
+        delivery = await self._producer.send(self.settings.results_topic, key=channel_id.encode(),
+                                             value=orjson.dumps(event))
+        if wait:
+            await delivery
+        else:
+            delivery.add_done_callback(_log_failed_delivery)
         self.metrics.results.labels(state=state).inc()
 
     async def _dead_letter(self, record: Any, error: PermanentError) -> None:
@@ -560,6 +582,11 @@ class Dispatcher:
             if end is not None and committed is not None:
                 self.metrics.lag.labels(consumergroup=self.settings.group_id, topic=tp.topic,
                                         partition=str(tp.partition)).set(max(0, end - committed))
+
+
+def _log_failed_delivery(delivery: asyncio.Future[Any]) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.warning("progress result not delivered", extra={"error": type(delivery.exception()).__name__})
 
 
 def _valid_channel(row: dict[str, Any]) -> bool:

@@ -56,47 +56,80 @@ class NormalizeHandler:
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
+        self._prepared: dict[tuple[str, int, int], list[dict[str, Any]] | PermanentError] = {}
+
+    async def prepare(self, records: Sequence[Any]) -> None:
+        """Normalise the batch and check all its message ids against Redis in one pipeline."""
+        self._prepared = {}
+        for record in records:
+            ctx = Context(dialect=dialect_header(record.headers), received_at_ms=record.timestamp)
+            try:
+                self._prepared[_position(record)] = normalize_record(record.value, ctx, self.settings.max_payload_bytes)
+            except PermanentError as exc:
+                self._prepared[_position(record)] = exc
+        duplicates = await self._duplicates(records)
+        for key, events in self._prepared.items():
+            if isinstance(events, list) and duplicates:
+                self._prepared[key] = [e for e in events if e["event_id"] not in duplicates.get(key, ())]
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
-        ctx = Context(dialect=dialect_header(record.headers), received_at_ms=record.timestamp)
-        events = normalize_record(record.value, ctx, self.settings.max_payload_bytes)
-        if not events:
-            self.metrics.ignored.labels(source=ctx.dialect or "detected").inc()
+        prepared = self._prepared.pop(_position(record), None)
+        if prepared is None:  # not prepared (a handler used on its own): do it for this record
+            await self.prepare([record])
+            prepared = self._prepared.pop(_position(record))
+        if isinstance(prepared, PermanentError):
+            raise prepared
+        if not prepared:
+            self.metrics.ignored.labels(source=dialect_header(record.headers) or "detected").inc()
             return []
-        fresh = await self._drop_duplicates(events, f"{record.topic}:{record.partition}:{record.offset}")
         outputs = []
-        for event in fresh:
+        for event in prepared:
             self.metrics.events.labels(source=event["source"], type=event["type"]).inc()
             outputs.append(Output(self.settings.events_topic, orjson.dumps(event), key=event["channel_id"].encode()))
         return outputs
 
-    async def _drop_duplicates(self, events: list[dict[str, Any]], position: str) -> list[dict[str, Any]]:
-        """A message id seen first at another record is a duplicate; seen at this record, a retry.
+    async def _duplicates(self, records: Sequence[Any]) -> dict[tuple[str, int, int], set[str]]:
+        """Message ids first seen at another record. Seen at this very record means a retry.
 
         Marking happens before the transaction commits. If the transaction then aborts, the same
         record comes back, finds its own position in the marker and is emitted again, so a crash
         never turns a real message into a "duplicate".
         """
-        keyed = [e for e in events if e["type"] in DEDUPED_TYPES]
+        keyed = [
+            (key, event)
+            for key, events in self._prepared.items()
+            if isinstance(events, list)
+            for event in events
+            if event["type"] in DEDUPED_TYPES
+        ]
         if not keyed:
-            return events
+            return {}
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for event in keyed:
-                    pipe.set(SEEN_KEY + event["event_id"], position, nx=True, ex=self.settings.dedupe_window_seconds)
-                    pipe.get(SEEN_KEY + event["event_id"])
+                for key, event in keyed:
+                    marker = SEEN_KEY + event["event_id"]
+                    pipe.set(marker, _marker(key), nx=True, ex=self.settings.dedupe_window_seconds)
+                    pipe.get(marker)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise TransientError(f"redis unavailable for deduplication: {type(exc).__name__}") from exc
-        duplicates = set()
-        for event, first_seen in zip(keyed, replies[1::2], strict=True):
-            if first_seen is not None and first_seen.decode() != position:
-                duplicates.add(event["event_id"])
+        found: dict[tuple[str, int, int], set[str]] = {}
+        for (key, event), first_seen in zip(keyed, replies[1::2], strict=True):
+            if first_seen is not None and first_seen.decode() != _marker(key):
+                found.setdefault(key, set()).add(event["event_id"])
                 self.metrics.duplicates.labels(source=event["source"]).inc()
-        return [e for e in events if e["event_id"] not in duplicates]
+        return found
 
     async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
         return []
+
+
+def _position(record: Any) -> tuple[str, int, int]:
+    return (record.topic, record.partition, record.offset)
+
+
+def _marker(position: tuple[str, int, int]) -> str:
+    return f"{position[0]}:{position[1]}:{position[2]}"
 
 
 class HealthHandler:
