@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Labelled:
+    """A labelled metric whose children are looked up once: `.labels()` on every event is costly."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
 
 
 class WorkerMetrics:
@@ -46,8 +62,8 @@ class WorkerMetrics:
 
 class ProcessorMetrics:
     def __init__(self, families: WorkerMetrics, stage: str) -> None:
-        self._records = families.records
-        self._dead_letters = families.dead_letters
+        self._records = Labelled(families.records)
+        self._dead_letters = Labelled(families.dead_letters)
         self.stage = stage
         self.retries = families.retries.labels(stage=stage)
         self.transaction_aborts = families.transaction_aborts.labels(stage=stage)
@@ -55,7 +71,7 @@ class ProcessorMetrics:
         self.lag = families.lag
 
     def record(self, outcome: str, count: int = 1) -> None:
-        self._records.labels(stage=self.stage, outcome=outcome).inc(count)
+        self._records(self.stage, outcome).inc(count)
 
     def dead_letter(self, code: str) -> None:
-        self._dead_letters.labels(stage=self.stage, code=code).inc()
+        self._dead_letters(self.stage, code).inc()

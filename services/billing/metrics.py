@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from apiplus.metrics import WorkerMetrics
+from apiplus.metrics import Labelled, WorkerMetrics
 
 
 class BillingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.worker = WorkerMetrics(registry, "billing")
-        self.events_in = Counter(
+        self.events_in = Labelled(Counter(
             "apiplus_billing_input_events_total", "Lifecycle events applied, by type.", ["type"],
             registry=registry,
-        )
-        self.events_out = Counter(
+        ))
+        self.events_out = Labelled(Counter(
             "apiplus_billing_events_total", "Billing events written to the invoice topic, by type.", ["type"],
             registry=registry,
-        )
+        ))
         self.charged_cents = Counter(
             "apiplus_billing_charged_cents_total", "Centavos charged at activation.", registry=registry
         )

@@ -52,7 +52,7 @@ class BillingHandler:
         stored = state.get(tenant_id)
         prior = TenantState.from_dict(stored) if stored is not None else None
         new, events = apply(prior, event, self.rules)
-        self.metrics.events_in.labels(type=event["type"]).inc()
+        self.metrics.events_in(event["type"]).inc()
         if new is prior:
             self.metrics.duplicates.inc()
         elif new is not None:
@@ -87,7 +87,7 @@ class BillingHandler:
     def _outputs(self, tenant_id: str, events: list[dict[str, Any]]) -> list[Output]:
         key = tenant_id.encode()
         for event in events:
-            self.metrics.events_out.labels(type=event["type"]).inc()
+            self.metrics.events_out(event["type"]).inc()
             if event["type"] == "channel.charged":
                 self.metrics.charged_cents.inc(event["amount_cents"])
             elif event["type"] == "invoice.closed":

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from apiplus.metrics import WorkerMetrics
+from apiplus.metrics import Labelled, WorkerMetrics
 
 
 class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.worker = WorkerMetrics(registry, "ingest")
-        self.events = Counter(
+        self.events = Labelled(Counter(
             "apiplus_ingest_events_total", "Canonical events emitted, by source gateway and type.",
             ["source", "type"], registry=registry,
-        )
+        ))
         self.ignored = Counter(
             "apiplus_ingest_ignored_total", "Raw events that carry nothing we publish (presence, chats...).",
             ["source"], registry=registry,

@@ -84,7 +84,7 @@ class NormalizeHandler:
             return []
         outputs = []
         for event in prepared:
-            self.metrics.events.labels(source=event["source"], type=event["type"]).inc()
+            self.metrics.events(event["source"], event["type"]).inc()
             outputs.append(Output(self.settings.events_topic, orjson.dumps(event), key=event["channel_id"].encode()))
         return outputs
 

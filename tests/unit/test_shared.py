@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from apiplus.dlq import dead_letter
-from apiplus.envelope import deterministic_id, parse_rfc3339, rfc3339_from_epoch
+from apiplus.envelope import ID_NAMESPACE, deterministic_id, parse_rfc3339, rfc3339_from_epoch
 from apiplus.errors import ErrorCode, PermanentError
 from apiplus.offsets import OffsetTracker
 from apiplus.redact import mask_phone, safe_log_fields, strip_secrets, strip_secrets_bytes
@@ -69,6 +73,12 @@ def test_settings_keep_passwords_secret(monkeypatch: pytest.MonkeyPatch) -> None
     settings = load_settings(WorkerSettings)
     assert "hunter2" not in repr(settings)
     assert "hunter3" not in repr(settings)
+
+
+@given(st.lists(st.one_of(st.none(), st.text(), st.integers()), max_size=4))
+def test_deterministic_id_is_exactly_uuid5(parts: list[object]) -> None:
+    text = "\x1f".join("\x00" if p is None else str(p) for p in parts)
+    assert deterministic_id(*parts) == str(uuid.uuid5(ID_NAMESPACE, text))
 
 
 def test_ids_and_timestamps() -> None:
