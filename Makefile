@@ -36,7 +36,7 @@ infra-up: deps ## Start Kafka and Redis for `make run` (profile run; APIPLUS_PRO
 	@$(PY) deploy/infra.py up
 
 infra-down: ## Stop Kafka and Redis of every profile
-	@for p in run test bench; do $(PY) deploy/infra.py down --profile $$p; done
+	@for p in run test bench chaos; do $(PY) deploy/infra.py down --profile $$p; done
 
 run: deps ## Start Kafka, Redis, Prometheus, the simulator and the three workers; Ctrl-C stops everything
 	@$(PY) deploy/run.py
@@ -47,8 +47,12 @@ test: deps ## Start the test Kafka and Redis, run every test, stop them
 bench: deps ## Benchmarks against a baseline in the same run (BENCH_RUNS=3, BENCH_SCALE=1.0); writes bench/results.json
 	@APIPLUS_PROFILE=bench bash deploy/with-infra.sh $(PY) -m bench.run
 
+chaos: deps ## Fault, fuzz and leak suite on the real stack (CHAOS_KILLS=3); writes chaos/results.json
+	@$(PY) deploy/infra.py reset --profile chaos >/dev/null
+	@APIPLUS_PROFILE=chaos bash deploy/with-infra.sh $(PY) -m chaos.run
+
 lint: deps ## ruff, mypy strict and import-linter
-	@$(VENV)/bin/ruff check apiplus services tests deploy bench
+	@$(VENV)/bin/ruff check apiplus services tests deploy bench chaos
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/lint-imports
 
@@ -57,4 +61,4 @@ check: lint test ## Lint, types, architecture contracts, then the tests
 clean: infra-down ## Stop everything and remove state, caches and the virtualenv
 	@rm -rf .cache/state $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help deps infra-up infra-down run test bench lint check clean
+.PHONY: help deps infra-up infra-down run test bench chaos lint check clean

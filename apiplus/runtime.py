@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -20,6 +21,27 @@ class Component(Protocol):
     async def run(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+def serve(
+    components: Sequence[Component],
+    *,
+    registry: CollectorRegistry,
+    ready: ReadyCheck,
+    http_host: str,
+    http_port: int,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Run a worker's components to completion on uvloop (APIPLUS_EVENT_LOOP=asyncio for the stock loop)."""
+    main = run_components(components, registry=registry, ready=ready, http_host=http_host, http_port=http_port,
+                          on_stop=on_stop)
+    if os.environ.get("APIPLUS_EVENT_LOOP", "uvloop") == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+    return 0
 
 
 async def run_components(

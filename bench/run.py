@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import data
+from chaos.stack import publish
 from services.dispatch.core import Channel, parse_command, render_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,18 +86,7 @@ async def create_topics(names: Iterable[str], compacted: Iterable[str] = ()) -> 
 
 
 async def produce(topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, max_batch_size=256 * 1024,
-                                enable_idempotence=True)
-    await producer.start()
-    n = 0
-    try:
-        for key, value in records:
-            await producer.send(topic, value=value, key=key)
-            n += 1
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return n
+    return await publish(BOOTSTRAP, topic, records, linger_ms=20, max_batch_size=256 * 1024)
 
 
 def free_port() -> int:
@@ -425,7 +415,8 @@ async def main() -> int:
     rss = {name: {"peak_mb": max(m.peak_rss_mb for m in results[name]),
                   "holding_10k_mb": statistics.median(m.final_rss_mb for m in results[name])}
            for name in ("ingest", "dispatch", "billing") if results[name]}
-    pairs = {"ingest_vs_baseline": ("ingest", "baseline_ingest"), "faust_vs_baseline": ("faust_ingest", "baseline_ingest"),
+    pairs = {"ingest_vs_baseline": ("ingest", "baseline_ingest"),
+             "faust_vs_baseline": ("faust_ingest", "baseline_ingest"),
              "billing_vs_baseline": ("billing", "baseline_billing"), "dispatch_vs_http": ("dispatch", "http")}
     nan = float("nan")
     ratios = {name: rates[a]["median"] / rates[b]["median"] if a in rates and b in rates else nan

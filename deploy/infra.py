@@ -25,10 +25,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
+# Local-only SCRAM credentials for the broker's SASL listener (kafka port + 2); not a production secret.
+SCRAM_USER = "apiplus"
+SCRAM_PASSWORD = "apiplus-local-scram"
 PROFILES = {
     "run": {"kafka": 19092, "controller": 19093, "redis": 16379, "persist": True},
     "test": {"kafka": 29092, "controller": 29093, "redis": 26379, "persist": False},
     "bench": {"kafka": 39092, "controller": 39093, "redis": 36379, "persist": False},
+    # chaos restarts the broker and Redis mid-run: both keep their data across those restarts.
+    "chaos": {"kafka": 49092, "controller": 49093, "redis": 46379, "persist": True},
 }
 
 
@@ -57,6 +62,10 @@ class Infra:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def sasl_port(self) -> int:
+        return self.kafka_port + 2
 
     @property
     def kafka_dir(self) -> Path:
@@ -131,6 +140,7 @@ def _render_server_properties(infra: Infra) -> Path:
     rendered = (
         template.replace("@KAFKA_PORT@", str(infra.kafka_port))
         .replace("@CONTROLLER_PORT@", str(infra.controller_port))
+        .replace("@SASL_PORT@", str(infra.sasl_port))
         .replace("@DATA_DIR@", str(infra.kafka_dir))
         # Tests run without fsync pressure; `make run` keeps Kafka's default (flush by the OS).
         .replace("@FLUSH_MESSAGES@", "9223372036854775807")
@@ -140,7 +150,8 @@ def _render_server_properties(infra: Infra) -> Path:
     return path
 
 
-def kafka_up(infra: Infra) -> None:
+def kafka_up(infra: Infra, fresh: bool | None = None) -> None:
+    """Start the broker; `fresh` (default: profiles without persistence) wipes its data first."""
     if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
         sys.exit("infra: Kafka jars missing in .cache/kafka/libs; run `make deps`")
     pid_file = infra.kafka_dir / "kafka.pid"
@@ -149,7 +160,7 @@ def kafka_up(infra: Infra) -> None:
         return
     if _port_open(infra.kafka_port):
         sys.exit(f"infra: port {infra.kafka_port} is taken by another process")
-    if not infra.persist:
+    if (not infra.persist) if fresh is None else fresh:
         # test and bench start from an empty cluster every time: no recovery of old logs, no old topics.
         shutil.rmtree(infra.kafka_dir, ignore_errors=True)
     infra.kafka_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +169,8 @@ def kafka_up(infra: Infra) -> None:
     if not (infra.kafka_dir / "log" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
-            _kafka_cmd(infra, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+            _kafka_cmd(infra, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                       "--add-scram", f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"),
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -199,6 +211,14 @@ def kafka_wait(infra: Infra, timeout: float = 90.0) -> None:
             return
         time.sleep(0.5)
     sys.exit(f"infra: kafka not ready after {timeout:.0f}s; see {infra.log_dir}/server.log")
+
+
+def stop_kafka(infra: Infra) -> None:
+    _stop(infra.kafka_dir / "kafka.pid", "kafka")
+
+
+def stop_redis(infra: Infra) -> None:
+    _stop(infra.redis_dir / "redis.pid", "redis")
 
 
 def redis_up(infra: Infra) -> None:
@@ -327,6 +347,7 @@ def main() -> int:
     elif args.action == "env":
         print(f"APIPLUS_KAFKA_BOOTSTRAP={infra.bootstrap}")
         print(f"APIPLUS_REDIS_URL=redis://127.0.0.1:{infra.redis_port}/0")
+        print(f"APIPLUS_TEST_SASL_BOOTSTRAP=127.0.0.1:{infra.sasl_port}")
     else:
         return status(infra)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from apiplus.jsonlog import setup_logging
 from apiplus.offline import run_jsonl
-from apiplus.runtime import run_components
+from apiplus.runtime import serve
 from apiplus.settings import load_settings
 from services.billing.core import BillingRules, TenantState, apply
 from services.billing.pricing import DEFAULT_CATALOG, Catalog, quote
@@ -43,12 +42,8 @@ def _run(_: argparse.Namespace) -> int:
     async def ready() -> dict[str, bool]:
         return {"kafka": processor.is_ready()}
 
-    asyncio.run(
-        run_components(
-            [processor], registry=registry, ready=ready, http_host=settings.http_host, http_port=settings.http_port
-        )
-    )
-    return 0
+    return serve([processor], registry=registry, ready=ready, http_host=settings.http_host,
+                 http_port=settings.http_port)
 
 
 def _quote(args: argparse.Namespace) -> int:

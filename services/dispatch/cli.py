@@ -17,13 +17,13 @@ from apiplus.decode import parse_object
 from apiplus.jsonlog import setup_logging
 from apiplus.kafka import KafkaClientConfig
 from apiplus.offline import run_jsonl
-from apiplus.runtime import run_components
+from apiplus.runtime import serve
 from apiplus.settings import load_settings
 from services.dispatch.core import Channel, parse_command, render_command
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.providers import ProviderClient
 from services.dispatch.settings import DispatchSettings
-from services.dispatch.simulator import serve
+from services.dispatch.simulator import serve as serve_simulator
 from services.dispatch.worker import Dispatcher
 
 
@@ -55,9 +55,8 @@ def _run(_: argparse.Namespace) -> int:
     async def ready() -> dict[str, bool]:
         return {"kafka": dispatcher.is_ready(), "redis": await redisio.ping(redis)}
 
-    asyncio.run(run_components([dispatcher], registry=registry, ready=ready, http_host=settings.http_host,
-                               http_port=settings.http_port, on_stop=redis.aclose))
-    return 0
+    return serve([dispatcher], registry=registry, ready=ready, http_host=settings.http_host,
+                 http_port=settings.http_port, on_stop=redis.aclose)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -83,5 +82,5 @@ def _render(args: argparse.Namespace) -> int:
 
 def _simulator(args: argparse.Namespace) -> int:
     setup_logging("simulator")
-    asyncio.run(serve(args.host, args.port, Path(args.log), args.latency_ms))
+    asyncio.run(serve_simulator(args.host, args.port, Path(args.log), args.latency_ms))
     return 0

@@ -310,9 +310,10 @@ class Dispatcher:
 
     def _is_open(self, channel_id: str) -> bool:
         row = self.health.get(channel_id)
-        if row is None:
+        state = row.get("state") if row is not None else "unknown"
+        if state == "unknown":  # never seen a connection event: as if there were no health row
             return self.settings.send_when_health_unknown
-        return row.get("state") == "open"
+        return state == "open"
 
     def _health_changed(self, channel_id: str, _: dict[str, Any] | None) -> None:
         lane = self.lanes.get(channel_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from apiplus import redisio
 from apiplus.decode import DEFAULT_MAX_BYTES
 from apiplus.jsonlog import setup_logging
 from apiplus.offline import run_jsonl
-from apiplus.runtime import run_components
+from apiplus.runtime import serve
 from apiplus.settings import load_settings
 from services.ingest.core import DIALECTS, Context
 from services.ingest.settings import IngestSettings
@@ -43,17 +42,8 @@ def _run(_: argparse.Namespace) -> int:
             "redis": await redisio.ping(redis),
         }
 
-    asyncio.run(
-        run_components(
-            [normalise, health],
-            registry=registry,
-            ready=ready,
-            http_host=settings.http_host,
-            http_port=settings.http_port,
-            on_stop=redis.aclose,
-        )
-    )
-    return 0
+    return serve([normalise, health], registry=registry, ready=ready, http_host=settings.http_host,
+                 http_port=settings.http_port, on_stop=redis.aclose)
 
 
 def _normalize(args: argparse.Namespace) -> int:

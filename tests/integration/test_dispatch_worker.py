@@ -225,3 +225,13 @@ async def test_provider_4xx_ends_failed_with_the_status(simulator: RunningSimula
     assert failed is not None, [(r["state"], r.get("error")) for r in results]
     assert failed["error"]["code"] == "provider_rejected"
     assert failed["error"]["provider_status"] == 401
+
+
+async def test_channel_with_unknown_connection_state_is_not_held(simulator: RunningSimulator) -> None:
+    topics = await _topics()
+    await produce(topics["registry_topic"], [(b"ch-u", channel_row("ch-u", TOKEN))])
+    # ingest publishes channels first seen through a message with state "unknown".
+    await produce(topics["health_topic"], [(b"ch-u", {"channel_id": "ch-u", "state": "unknown"})])
+    async with InProcess(topics, simulator):
+        await produce(topics["commands_topic"], [(b"ch-u", text_command("unknown-state", "ch-u", TOKEN))])
+        await wait_for(lambda: simulator.deliveries()["unknown-state"] == 1, timeout=20)

@@ -1,0 +1,1 @@
+"""Fault, fuzz and security suite (`make chaos`; a reduced version runs in `make test`)."""
