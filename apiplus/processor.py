@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -76,9 +76,6 @@ class PartitionState:
     def rollback(self) -> None:
         self._pending.clear()
 
-    def __len__(self) -> int:
-        return len(self.keys())
-
 
 class Handler(Protocol):
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
@@ -103,8 +100,6 @@ class ProcessorConfig:
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
     lag_topic_label: Callable[[str], str] = lambda topic: topic
-    on_committed: Callable[[TopicPartition, int], Awaitable[None]] | None = None
-    extra_producer_options: dict[str, Any] = field(default_factory=dict)
 
 
 class TransactionalProcessor:
@@ -129,16 +124,9 @@ class TransactionalProcessor:
         self._last_poll = 0.0
 
     # --- readiness -------------------------------------------------------------------------
-    @property
-    def assigned(self) -> frozenset[TopicPartition]:
-        return frozenset(self._producers)
-
     def is_ready(self) -> bool:
         """Joined the group and polling; an instance beyond the partition count is ready with none."""
         return self._started.is_set() and time.monotonic() - self._last_poll < 30
-
-    def states(self) -> dict[TopicPartition, PartitionState]:
-        return dict(self._states)
 
     # --- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -222,8 +210,6 @@ class TransactionalProcessor:
         for outcome, count in outcomes.items():
             self.metrics.record(outcome, count)
         self.metrics.batch_duration.observe(time.perf_counter() - started)
-        if self.config.on_committed is not None:
-            await self.config.on_committed(tp, records[-1].offset + 1)
 
     async def _handle_all(
         self, records: list[Any], state: PartitionState, producer: AIOKafkaProducer
@@ -335,7 +321,6 @@ class TransactionalProcessor:
                 enable_idempotence=True,
                 acks="all",
                 linger_ms=5,
-                **self.config.extra_producer_options,
             )
             await producer.start()  # init_transactions: fences a zombie owner, aborts its open transaction
             committed = {}

@@ -107,35 +107,43 @@ class Scenarios:
         return out
 
     # --- counting ---------------------------------------------------------------------------------
-    async def count_ingest(self, tag: str, n: int, timeout: float = 120) -> tuple[int, int, float]:
+    @staticmethod
+    async def _until_complete(
+        expected: int, collect: Callable[[], Awaitable[Counter[str]]], timeout: float, interval: float
+    ) -> tuple[int, int, float]:
+        """Poll `collect` (outputs per id) until `expected` distinct ids: (lost, duplicated, seconds)."""
         started = time.monotonic()
         while True:
+            seen = await collect()
+            if len(seen) >= expected or time.monotonic() - started > timeout:
+                return expected - len(seen), sum(v - 1 for v in seen.values()), time.monotonic() - started
+            await asyncio.sleep(interval)
+
+    async def count_ingest(self, tag: str, n: int, timeout: float = 120) -> tuple[int, int, float]:
+        async def collect() -> Counter[str]:
             records = await read_topic(self.bootstrap, INGEST_EVENTS.name, idle=0.5)
-            ids = Counter(e["message"]["id"] for e in (orjson.loads(r.value) for r in records)
-                          if e.get("type") == "message.received" and e["message"]["id"].startswith(f"{tag}-"))
-            if len(ids) >= n or time.monotonic() - started > timeout:
-                return n - len(ids), sum(v - 1 for v in ids.values()), time.monotonic() - started
-            await asyncio.sleep(1)
+            return Counter(e["message"]["id"] for e in (orjson.loads(r.value) for r in records)
+                           if e.get("type") == "message.received" and e["message"]["id"].startswith(f"{tag}-"))
+
+        return await self._until_complete(n, collect, timeout, 1.0)
 
     async def count_billing(self, tag: str, expected: int, timeout: float = 120) -> tuple[int, int, float]:
-        started = time.monotonic()
         prefix = f"chaos-{self.run}-{tag}-"
-        while True:
+
+        async def collect() -> Counter[str]:
             records = await read_topic(self.bootstrap, BILLING_INVOICES.name, idle=0.5)
-            charges = Counter(e["channel_id"] for e in (orjson.loads(r.value) for r in records)
-                              if e.get("type") == "channel.charged" and e["tenant_id"].startswith(prefix))
-            if len(charges) >= expected or time.monotonic() - started > timeout:
-                return expected - len(charges), sum(v - 1 for v in charges.values()), time.monotonic() - started
-            await asyncio.sleep(1)
+            return Counter(e["channel_id"] for e in (orjson.loads(r.value) for r in records)
+                           if e.get("type") == "channel.charged" and e["tenant_id"].startswith(prefix))
+
+        return await self._until_complete(expected, collect, timeout, 1.0)
 
     async def count_dispatch(self, tag: str, n: int, timeout: float = 120) -> tuple[int, int, float]:
-        started = time.monotonic()
         prefix = f"{self.run}-{tag}-"
-        while True:
-            sends = {k: v for k, v in self.stack.deliveries().items() if k.startswith(prefix)}
-            if len(sends) >= n or time.monotonic() - started > timeout:
-                return n - len(sends), sum(v - 1 for v in sends.values()), time.monotonic() - started
-            await asyncio.sleep(0.5)
+
+        async def collect() -> Counter[str]:
+            return Counter({k: v for k, v in self.stack.deliveries().items() if k.startswith(prefix)})
+
+        return await self._until_complete(n, collect, timeout, 0.5)
 
     # --- fault scenarios --------------------------------------------------------------------------
     async def kill9(self, service: str, times: int) -> Outcome:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,10 +26,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     commands.add_parser("run", help="consume lifecycle events and write the invoice topic").set_defaults(func=_run)
     q = commands.add_parser("quote", help="print the price of N paid channels as JSON")
     q.add_argument("channels", type=int)
-    q.add_argument("--catalog", default=str(DEFAULT_CATALOG))
+    q.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
     q.set_defaults(func=_quote)
     r = commands.add_parser("replay", help="lifecycle events (JSONL) on stdin -> billing events on stdout")
-    r.add_argument("--catalog", default=str(DEFAULT_CATALOG))
+    r.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
     r.add_argument("--notice-days", type=int, default=10)
     r.set_defaults(func=_replay)
 
@@ -50,12 +51,12 @@ def _quote(args: argparse.Namespace) -> int:
     if args.channels < 0:
         sys.stderr.write("apiplus billing quote: N must be zero or more\n")
         return 2
-    sys.stdout.buffer.write(orjson.dumps(quote(Catalog.load(_path(args.catalog)), args.channels).as_dict()) + b"\n")
+    sys.stdout.buffer.write(orjson.dumps(quote(Catalog.load(args.catalog), args.channels).as_dict()) + b"\n")
     return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
-    rules = BillingRules(catalog=Catalog.load(_path(args.catalog)), notice_days=args.notice_days)
+    rules = BillingRules(catalog=Catalog.load(args.catalog), notice_days=args.notice_days)
     tenants: dict[str, TenantState] = {}
 
     def process(line: bytes) -> Iterator[dict[str, Any]]:
@@ -66,9 +67,3 @@ def _replay(args: argparse.Namespace) -> int:
         return iter(out)
 
     return run_jsonl(process, sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer)
-
-
-def _path(text: str) -> Any:
-    from pathlib import Path
-
-    return Path(text)

@@ -46,7 +46,6 @@ PRODUCER = "apiplus-dispatch"
 RECORD_KEY = "apiplus:dispatch:cmd:"
 RETRY_HEADER = "x-apiplus-retry-round"
 NOT_BEFORE_HEADER = "x-apiplus-not-before"
-TERMINAL = frozenset({"sent", "rejected", "failed", "expired"})
 FINISHED_MEMORY = 100_000
 
 
@@ -423,7 +422,8 @@ class Dispatcher:
         """In-place retries exhausted: to the retry topic (order for this one command is given up), or fail."""
         if job.retry_round >= self.settings.retry_rounds:
             error = PermanentError(ErrorCode.RETRIES_EXHAUSTED, f"provider unavailable: {exc.reason}")
-            await self._dead_letter_job(job, error)
+            await self._write_dead_letter(job.tp.topic, job.tp.partition, job.offset, job.raw,
+                                          job.channel.channel_id.encode(), error)
             await self._finish(job, "failed", error={**error.as_dict(), "provider_status": exc.status})
             return
         self.metrics.retries.labels(where="retry_topic").inc()
@@ -502,20 +502,14 @@ class Dispatcher:
         self.metrics.results.labels(state=state).inc()
 
     async def _dead_letter(self, record: Any, error: PermanentError) -> None:
-        self.metrics.dead_letters.labels(code=str(error.code)).inc()
-        value = dead_letter(producer=PRODUCER, topic=record.topic, partition=record.partition,
-                            offset=record.offset, raw=record.value, error=error)
-        assert self._producer is not None
-        await (await self._producer.send(f"{self.settings.commands_topic}.dlq", key=record.key,
-                                         value=orjson.dumps(value)))
+        await self._write_dead_letter(record.topic, record.partition, record.offset, record.value, record.key, error)
 
-    async def _dead_letter_job(self, job: Job, error: PermanentError) -> None:
+    async def _write_dead_letter(self, topic: str, partition: int, offset: int, raw: bytes | None,
+                                 key: bytes | None, error: PermanentError) -> None:
         self.metrics.dead_letters.labels(code=str(error.code)).inc()
-        value = dead_letter(producer=PRODUCER, topic=job.tp.topic, partition=job.tp.partition,
-                            offset=job.offset, raw=job.raw, error=error)
+        value = dead_letter(producer=PRODUCER, topic=topic, partition=partition, offset=offset, raw=raw, error=error)
         assert self._producer is not None
-        await (await self._producer.send(f"{self.settings.commands_topic}.dlq",
-                                         key=job.channel.channel_id.encode(), value=orjson.dumps(value)))
+        await (await self._producer.send(f"{self.settings.commands_topic}.dlq", key=key, value=orjson.dumps(value)))
 
     # --- offsets and rebalance ------------------------------------------------------------------
     async def _commit(self, consumer: AIOKafkaConsumer, only: Sequence[TopicPartition] | None = None) -> None:
