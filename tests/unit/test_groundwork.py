@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka.errors import CommitFailedError, ProducerFenced
+from aiokafka.errors import (
+    CommitFailedError,
+    GroupAuthorizationFailedError,
+    GroupCoordinatorNotAvailableError,
+    ProducerFenced,
+)
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -16,6 +24,7 @@ from apiplus.dlq import DeadLetterWriter, SourceRecord
 from apiplus.errors import ErrorCode, PermanentError
 from apiplus.harness import ClockStuck, FakeProducer, Harness, ManualClock
 from apiplus.health import Readiness
+from apiplus.jsonlog import COORDINATOR_LOGGER, StartupCoordinatorFilter
 from apiplus.kafka import load_table
 from apiplus.table import TopicTable
 from apiplus.topics import DISPATCH_COMMANDS, DISPATCH_RETRY, INGEST_RAW, dead_letter_topic
@@ -227,3 +236,36 @@ async def test_readiness_sets_the_ready_gauge() -> None:
     checks["redis"] = True
     await readiness()
     assert registry.get_sample_value("apiplus_test_ready") == 1
+
+
+def _coordinator_failure(error: Exception) -> logging.LogRecord:
+    return logging.LogRecord(COORDINATOR_LOGGER, logging.ERROR, __file__, 1, "Group Coordinator Request failed: %s",
+                             (error,), None)
+
+
+def test_coordinator_not_available_at_start_is_quiet_and_real_errors_stay_loud() -> None:
+    now = [0.0]
+    quiet = StartupCoordinatorFilter(grace=60, clock=lambda: now[0])
+    benign = _coordinator_failure(GroupCoordinatorNotAvailableError())
+    assert quiet.filter(benign) is False  # aiokafka logs at WARNING by default: dropped
+    assert benign.levelno == logging.DEBUG
+    refused = _coordinator_failure(GroupAuthorizationFailedError())
+    assert quiet.filter(refused) is True
+    assert refused.levelno == logging.ERROR
+    now[0] = 61.0
+    late = _coordinator_failure(GroupCoordinatorNotAvailableError())
+    assert quiet.filter(late) is True
+    assert late.levelno == logging.ERROR
+    other = logging.LogRecord(COORDINATOR_LOGGER, logging.ERROR, __file__, 1, "Unexpected error", (), None)
+    assert quiet.filter(other) is True
+
+
+def test_every_error_code_the_services_write_is_in_the_closed_set() -> None:
+    root = Path(__file__).resolve().parents[2] / "services"
+    written = {
+        code
+        for path in root.rglob("*.py")
+        for code in re.findall(r'"code":\s*"([a-z_]+)"', path.read_text())
+    }
+    assert written, "the scan found no error codes: the pattern is out of date"
+    assert written <= {str(code) for code in ErrorCode}, written - {str(code) for code in ErrorCode}
