@@ -71,6 +71,38 @@ class ProcessorConfig:
     lag_topic_label: Callable[[str], str] = lambda topic: topic
 
 
+class RecordRunner:
+    """One record through the handler: retried in place on TransientError (then the batch aborts),
+    dead-lettered on PermanentError or on any unexpected exception, so bad input never stops a worker."""
+
+    def __init__(self, handler: Handler, dead_letters: DeadLetterWriter, config: ProcessorConfig,
+                 metrics: ProcessorMetrics, clock: Clock) -> None:
+        self.handler = handler
+        self.dead_letters = dead_letters
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+
+    async def handle(self, record: Any, state: PartitionState) -> tuple[Sequence[Output], bool]:
+        """The record's outputs, and whether they are its dead letter. The one place that catches broadly."""
+        for attempt in range(1, self.config.transient_attempts + 1):
+            try:
+                return await self.handler.handle(record, state), False
+            except PermanentError as exc:
+                return [self.dead_letters.output(record, exc)], True
+            except TransientError as exc:
+                if attempt == self.config.transient_attempts:
+                    raise
+                self.metrics.retries.inc()
+                await self.clock.sleep(self.config.backoff.delay(attempt, exc.retry_after))
+            except Exception as exc:
+                log.exception("handler failed", extra={"topic": record.topic, "partition": record.partition,
+                                                      "offset": record.offset})
+                error = PermanentError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__} in handler")
+                return [self.dead_letters.output(record, error)], True
+        raise AssertionError("unreachable")
+
+
 @dataclass
 class _Owned:
     """What the processor holds for one assigned partition."""
@@ -93,8 +125,8 @@ class TransactionalProcessor:
         self.handler = handler
         self.metrics = metrics
         self.clock = clock
-        self.dead_letters = DeadLetterWriter(config.app, route=config.dlq_for, on_written=metrics.dead_letter,
-                                             clock=clock)
+        dead_letters = DeadLetterWriter(config.app, route=config.dlq_for, on_written=metrics.dead_letter, clock=clock)
+        self.records = RecordRunner(handler, dead_letters, config, metrics, clock)
         self.lag = LagExporter(metrics.lag, config.group_id, config.lag_topic_label)
         self._owned: dict[Any, _Owned] = {}
         self._lock = asyncio.Lock()  # batches, ticks and rebalances never interleave
@@ -197,29 +229,10 @@ class TransactionalProcessor:
     async def _handle_all(self, records: list[Any], owned: _Owned) -> dict[str, int]:
         outcomes = {"ok": 0, "dead_lettered": 0}
         for record in records:
-            outputs, dead_lettered = await self._handle_one(record, owned.state)
+            outputs, dead_lettered = await self.records.handle(record, owned.state)
             outcomes["dead_lettered" if dead_lettered else "ok"] += 1
             await send_outputs(owned.producer, outputs)
         return outcomes
-
-    async def _handle_one(self, record: Any, state: PartitionState) -> tuple[Sequence[Output], bool]:
-        """The one place that catches broadly: bad input never stops the worker."""
-        for attempt in range(1, self.config.transient_attempts + 1):
-            try:
-                return await self.handler.handle(record, state), False
-            except PermanentError as exc:
-                return [self.dead_letters.output(record, exc)], True
-            except TransientError as exc:
-                if attempt == self.config.transient_attempts:
-                    raise
-                self.metrics.retries.inc()
-                await self.clock.sleep(self.config.backoff.delay(attempt, exc.retry_after))
-            except Exception as exc:
-                log.exception("handler failed", extra={"topic": record.topic, "partition": record.partition,
-                                                      "offset": record.offset})
-                error = PermanentError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__} in handler")
-                return [self.dead_letters.output(record, error)], True
-        raise AssertionError("unreachable")
 
     async def _send_state(self, owned: _Owned, partition: int) -> None:
         if self.config.changelog_topic is None:
