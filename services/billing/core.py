@@ -147,29 +147,28 @@ def _activated(
     return new, out
 
 
-def _rejected(state: TenantState, event: dict[str, Any], reason: str) -> dict[str, Any]:
+def _caused_by(kind: str, tenant_id: str, event: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A billing event caused by one input event about a channel: its id derives from the input's."""
     return make_event(
-        "activation.rejected",
-        event_id=deterministic_id("activation.rejected", event["event_id"]),
+        kind,
+        event_id=deterministic_id(kind, event["event_id"]),
         occurred_at=event["occurred_at"],
         producer=PRODUCER,
-        tenant_id=state.tenant_id,
+        tenant_id=tenant_id,
         channel_id=event["channel_id"],
-        reason=reason,
-        source_event_id=event["event_id"],
+        **fields,
     )
 
 
+def _rejected(state: TenantState, event: dict[str, Any], reason: str) -> dict[str, Any]:
+    return _caused_by("activation.rejected", state.tenant_id, event, reason=reason,
+                      source_event_id=event["event_id"])
+
+
 def _charged(state: TenantState, event: dict[str, Any], rules: BillingRules) -> dict[str, Any]:
-    channel_id = event["channel_id"]
-    return make_event(
-        "channel.charged",
-        event_id=deterministic_id("channel.charged", event["event_id"]),
-        occurred_at=event["occurred_at"],
-        producer=PRODUCER,
-        charge_id=deterministic_id("charge", state.tenant_id, channel_id, event["event_id"]),
-        tenant_id=state.tenant_id,
-        channel_id=channel_id,
+    return _caused_by(
+        "channel.charged", state.tenant_id, event,
+        charge_id=deterministic_id("charge", state.tenant_id, event["channel_id"], event["event_id"]),
         amount_cents=rules.catalog.single_cents,
         currency=rules.catalog.currency,
         reason="activation",
@@ -184,13 +183,8 @@ def _purchase_notice(new: TenantState, event: dict[str, Any], rules: BillingRule
     days_before = (due - moment.date()).days
     if days_before > rules.notice_days:
         return None
-    return make_event(
-        "purchase.notice",
-        event_id=deterministic_id("purchase.notice", event["event_id"]),
-        occurred_at=event["occurred_at"],
-        producer=PRODUCER,
-        tenant_id=new.tenant_id,
-        channel_id=event["channel_id"],
+    return _caused_by(
+        "purchase.notice", new.tenant_id, event,
         days_before_due=days_before,
         due_date=due.isoformat(),
         charged_now_cents=rules.catalog.single_cents,
