@@ -96,6 +96,12 @@ def _change(out: Outcome, change: dict[str, Any], path: str) -> None:
     out.each(echoes, lambda m, p: out.events.append(_echo(channel, as_object(m, p), p)))
 
 
+def _error(error: dict[str, Any]) -> dict[str, Any]:
+    code = error.get("code")
+    valid = isinstance(code, int | str) and not isinstance(code, bool)
+    return {"code": code if valid else None, "title": str_or_none(error.get("title"))}
+
+
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -178,7 +184,7 @@ def _body(msg: dict[str, Any], value_errors: list[dict[str, Any]], path: str) ->
     if body["kind"] == "unknown" and (kind_in in ("unsupported", "unknown", "interactive") or errors):
         body["kind"] = "unsupported"
     if errors and body["kind"] == "unsupported":
-        body["error"] = {"code": errors[0].get("code"), "title": str_or_none(errors[0].get("title"))}
+        body["error"] = _error(errors[0])
     context = msg.get("context")
     if isinstance(context, dict) and str_or_none(context.get("id")) and "context" not in body:
         body["context"] = {"provider_message_id": context["id"]}
@@ -268,7 +274,7 @@ def _status(channel: str, status: dict[str, Any], path: str) -> dict[str, Any]:
         out["group"] = group
     errors = [e for _, e in items(status, "errors", f"{path}.errors") if isinstance(e, dict)]
     if errors:
-        out["error"] = {"code": errors[0].get("code"), "title": str_or_none(errors[0].get("title"))}
+        out["error"] = _error(errors[0])
     # In a group, each participant reports its own state of the same message.
     participant_part = (recipient_jid,) if group else ()
     return canonical("message.status", SOURCE, channel, occurred, msg_id, state, *participant_part, status=out)

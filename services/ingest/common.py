@@ -163,7 +163,10 @@ def str_or_none(value: Any) -> str | None:
 def epoch(value: Any, path: str, per_second: int | None = 1) -> str:
     """An epoch timestamp as RFC 3339: `per_second` 1 for seconds, 1000 for ms, None to tell by size."""
     if isinstance(value, dict) and "low" in value:  # protobuf Long, as some Baileys builds serialise it
-        value = (int(value.get("high") or 0) << 32) + (int(value["low"]) & 0xFFFFFFFF)
+        low, high = value.get("low"), value.get("high") or 0
+        if isinstance(low, bool) or isinstance(high, bool) or not isinstance(low, int) or not isinstance(high, int):
+            raise PermanentError(ErrorCode.WRONG_TYPE, f"{path} must be an epoch number (Long low/high)", field=path)
+        value = (high << 32) + (low & 0xFFFFFFFF)
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise PermanentError(ErrorCode.WRONG_TYPE, f"{path} must be an epoch number", field=path)
     try:

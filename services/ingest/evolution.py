@@ -179,7 +179,7 @@ class _Evolution:
         content = _unwrap(obj(data, "message", f"{path}.message", required=False))
         proto = content.get("protocolMessage")
         if proto is None and isinstance(content.get("editedMessage"), dict):
-            proto = _unwrap(content["editedMessage"]).get("protocolMessage")
+            proto = mapping(content["editedMessage"].get("message")).get("protocolMessage")
         if isinstance(proto, dict):
             self.protocol(proto, f"{path}.message.protocolMessage", event, data=data, outer_key=key)
             return
