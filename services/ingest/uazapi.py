@@ -79,10 +79,12 @@ _RECEIPTS = {
     "played-self": "played",
     "sent": "sent",
     "sender": "sent",
-    "server-error": "failed",
     "failed": "failed",
     "error": "failed",
 }
+# Receipt types that say nothing about delivery: a retry request, a background device's receipt not
+# shown as ticks, a peer or history-sync acknowledgement, the server failing a device.
+_NOT_DELIVERY = frozenset({"retry", "inactive", "peer_msg", "hist_sync", "server-error"})
 _DELETED = frozenset({"deleted", "revoked", "delete", "revoke"})
 
 
@@ -279,6 +281,9 @@ def _update(out: Outcome, channel: str, payload: dict[str, Any], ctx: Context) -
                 block["group"] = group
             out.events.append(canonical("message.deleted", SOURCE, channel, occurred, msg_id, None, message=block))
             continue
+        if word.lower() in _NOT_DELIVERY:
+            out.ignore("protocol", f"receipt {word}")
+            return
         state = _RECEIPTS.get(word.lower())
         if state is None:
             raise PermanentError(ErrorCode.INVALID_VALUE, f"receipt {word!r} is not a uazapi receipt type",

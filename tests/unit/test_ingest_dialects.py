@@ -172,3 +172,8 @@ def test_uazapi_unknown_event_type_is_refused_and_presence_ignored() -> None:
     with pytest.raises(PermanentError) as err:
         run(uaz("somethingnew"))
     assert err.value.code == ErrorCode.UNKNOWN_EVENT
+
+
+def test_uazapi_receipts_that_say_nothing_about_delivery_are_ignored() -> None:
+    outcome = run(uaz("messages_update", state="inactive", event={"MessageIDs": ["X"], "Chat": "5511@s.whatsapp.net"}))
+    assert (outcome.events, [i.reason for i in outcome.ignored]) == ([], ["protocol"])
