@@ -12,7 +12,10 @@ ReadyCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: ReadyCheck) -> None:
+    def __init__(
+        self, host: str, port: int, registry: CollectorRegistry, ready: ReadyCheck, app: web.Application | None = None
+    ) -> None:
+        self.app = app  # a service's own routes, served on the same port
         self.host = host
         self.port = port
         self.registry = registry
@@ -20,7 +23,7 @@ class HealthServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = self.app or web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from apiplus.health import HealthServer, ReadyCheck
@@ -31,10 +32,11 @@ def serve(
     http_host: str,
     http_port: int,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    app: web.Application | None = None,
 ) -> int:
     """Run a worker's components to completion on uvloop (APIPLUS_EVENT_LOOP=asyncio for the stock loop)."""
     main = run_components(components, registry=registry, ready=ready, http_host=http_host, http_port=http_port,
-                          on_stop=on_stop)
+                          on_stop=on_stop, app=app)
     if os.environ.get("APIPLUS_EVENT_LOOP", "uvloop") == "uvloop":
         import uvloop
 
@@ -52,13 +54,14 @@ async def run_components(
     http_host: str,
     http_port: int,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    app: web.Application | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT: then stop fetching, finish in-flight work, commit, leave the group."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    server = HealthServer(http_host, http_port, registry, ready)
+    server = HealthServer(http_host, http_port, registry, ready, app)
     await server.start()
     log.info("worker started", extra={"http_port": http_port})
     tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in components]

@@ -1,4 +1,4 @@
-"""ingest: run the worker, or normalise raw gateway payloads offline."""
+"""ingest: run the worker, serve the webhook ingress, or normalise raw gateway payloads offline."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from apiplus.jsonlog import setup_logging
 from apiplus.offline import run_jsonl
 from apiplus.runtime import serve
 from apiplus.settings import load_settings
+from services.ingest import webhook
 from services.ingest.core import DIALECTS, Context
 from services.ingest.settings import IngestSettings
 from services.ingest.worker import build, normalize_record
@@ -27,6 +28,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--dialect", choices=DIALECTS, help="force the dialect instead of detecting it")
     n.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
     n.set_defaults(func=_normalize)
+    commands.add_parser("webhook", help="receive the gateways' webhooks over HTTP onto the raw topic").set_defaults(
+        func=_webhook)
 
 
 def _run(_: argparse.Namespace) -> int:
@@ -53,3 +56,7 @@ def _normalize(args: argparse.Namespace) -> int:
         return iter(normalize_record(line, ctx, args.max_bytes))
 
     return run_jsonl(process, sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer)
+
+
+def _webhook(_: argparse.Namespace) -> int:
+    return webhook.main()
