@@ -45,8 +45,9 @@ class WebhookSettings(WorkerSettings):
     webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(9180, ge=0, le=65535)  # 0: any free port
     raw_topic: str = "apiplus.ingest.raw.v1"
-    cloudapi_verify_token: SecretStr | None = None
-    cloudapi_app_secret: SecretStr | None = None
+    # At least 16 characters each: an empty app secret would let anyone sign a body.
+    cloudapi_verify_token: SecretStr | None = Field(None, min_length=16)
+    cloudapi_app_secret: SecretStr | None = Field(None, min_length=16)
     webhook_key: SecretStr | None = Field(None, min_length=16)
     # At most the ingest worker's payload limit (APIPLUS_INGEST_MAX_PAYLOAD_BYTES) and the broker's
     # default message.max.bytes (1 MB), so nothing accepted here is refused further on.

@@ -93,7 +93,10 @@ def test_gateway_keys_come_from_the_body() -> None:
     assert gateway_records("cloudapi", b"{}", {"object": "x"}) == [(None, b"{}")]
 
 
-def test_settings_refuse_a_short_ingress_key_and_need_no_redis() -> None:
+def test_settings_refuse_short_secrets_and_need_no_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("APIPLUS_REDIS_URL", raising=False)
+    with pytest.raises(ValueError, match="cloudapi_app_secret"):
+        WebhookSettings(kafka_bootstrap="127.0.0.1:1", cloudapi_app_secret="")
     with pytest.raises(ValueError, match="webhook_key"):
         WebhookSettings(kafka_bootstrap="127.0.0.1:1", webhook_key="short")
     settings = WebhookSettings(kafka_bootstrap="127.0.0.1:1")
