@@ -3,7 +3,8 @@
 One local load generator posts the same real-size, validly signed Cloud API bodies to both, in the same
 run; the rate is measured between 10% and 90% of the answers. Then the ingress is driven open-loop at
 half its measured maximum and each request's time to answer (= time to the broker's acknowledgement)
-gives p50/p99. Every 200 must be a record on the topic: the run checks the topic's end offsets.
+gives p50/p99; the ceiling is driven at the same rate, to show what the machine alone adds to the tail.
+Every 200 must be a record on the topic: the run checks the topic's end offsets.
 
 `python -m bench.ingress ceiling PORT` runs the ceiling server.
 """
@@ -182,12 +183,17 @@ async def bench(bootstrap: str, logs: Path, scale: float, runs: int) -> dict[str
         print(f"bench:   ingress run {r + 1}/{runs}: ingress {rates['ingress'][-1]:,.0f}/s, "
               f"ceiling {rates['ceiling'][-1]:,.0f}/s", flush=True)
     half = statistics.median(rates["ingress"]) / 2
-    server = ingress(bootstrap, topic, logs)
-    try:
-        count = max(200, int(half * LATENCY_SECONDS))
-        latency = await paced(server.url, [signed(cloudapi_body(n + i)) for i in range(count)], half)
-    finally:
-        server.close()
+    count = max(200, int(half * LATENCY_SECONDS))
+    paced_requests = [signed(cloudapi_body(n + i)) for i in range(count)]
+    latencies = {}
+    # The ceiling at the same rate shows what the machine alone adds to the tail.
+    for name, start in (("ingress", lambda: ingress(bootstrap, topic, logs)), ("ceiling", lambda: ceiling(logs))):
+        server = start()
+        try:
+            latencies[name] = await paced(server.url, paced_requests, half)
+        finally:
+            server.close()
+    latency = latencies["ingress"]
     stored += latency["codes"].get(200, 0)
     on_topic = await records_on(bootstrap, topic)
     if on_topic != stored:
@@ -196,11 +202,14 @@ async def bench(bootstrap: str, logs: Path, scale: float, runs: int) -> dict[str
     result = {"requests": n, "body_bytes": len(requests[0][0]), "concurrency": CONCURRENCY,
               "rates_per_second": {k: {"median": statistics.median(v), "min": min(v), "max": max(v)}
                                    for k, v in rates.items()},
-              "ratio": ratio, "latency_at_half_load": latency, "records_on_topic": on_topic,
+              "ratio": ratio, "latency_at_half_load": latency,
+              "ceiling_latency_at_half_load": latencies["ceiling"], "records_on_topic": on_topic,
               "targets": {"ratio": 0.5, "p99_ms": 50}}
     print(f"bench: ingress {ratio:.2f}x ceiling ({statistics.median(rates['ingress']):,.0f}/s vs "
           f"{statistics.median(rates['ceiling']):,.0f}/s), time to ack at half load ({half:,.0f}/s): "
-          f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms; {on_topic} records stored = 200s",
+          f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms (ceiling at that rate: p50 "
+          f"{latencies['ceiling']['p50_ms']:.1f} ms, p99 {latencies['ceiling']['p99_ms']:.1f} ms); "
+          f"{on_topic} records stored = 200s",
           flush=True)
     return result
 
