@@ -141,7 +141,8 @@ async def paced(url: str, requests: list[tuple[bytes, dict[str, str]]], rate: fl
             tasks.append(asyncio.create_task(one(session, body, headers)))
         await asyncio.gather(*tasks)
     times.sort()
-    return {"rate": rate, "requests": len(times), "codes": codes, "p50_ms": times[len(times) // 2],
+    return {"rate": rate, "requests": len(times), "codes": {str(k): v for k, v in codes.items()},
+            "p50_ms": times[len(times) // 2],
             "p99_ms": times[max(0, int(len(times) * 0.99) - 1)]}
 
 
@@ -194,7 +195,7 @@ async def bench(bootstrap: str, logs: Path, scale: float, runs: int) -> dict[str
         finally:
             server.close()
     latency = latencies["ingress"]
-    stored += latency["codes"].get(200, 0)
+    stored += latency["codes"].get("200", 0)
     on_topic = await records_on(bootstrap, topic)
     if on_topic != stored:
         raise RuntimeError(f"{stored} requests answered 200 but {on_topic} records on {topic}")

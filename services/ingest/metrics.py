@@ -76,6 +76,11 @@ class WebhookMetrics:
             "apiplus_ingest_webhook_pending_records", "Records handed to the producer and not yet acknowledged.",
             registry=registry,
         )
+        self.producer_replacements = Counter(
+            "apiplus_ingest_webhook_producer_replacements_total",
+            "Kafka producers replaced after a failed delivery (their sequence numbers had a gap).",
+            registry=registry,
+        )
         self.ready = Gauge(
             "apiplus_ingest_webhook_ready", "1 when the broker answered the last metadata probe.", registry=registry,
         )

@@ -56,3 +56,4 @@ class WebhookSettings(WorkerSettings):
     webhook_retry_after_seconds: int = Field(5, ge=1)
     webhook_max_pending: int = Field(10_000, ge=1)
     webhook_linger_ms: int = Field(2, ge=0)
+    webhook_producers: int = Field(4, ge=1, le=16)

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -39,6 +40,7 @@ log = logging.getLogger("apiplus.ingest.webhook")
 DIALECT_HEADER = DIALECT_HEADERS[0]
 GATEWAYS = ("cloudapi", "evolution", "uazapi")
 PROBES = frozenset({"/metrics", "/healthz", "/readyz"})
+PROBE_SECONDS = 1.0  # how soon a broker outage (and its end) changes the answers
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 # Where each gateway names the channel (the record key); Cloud API's is inside every change.
 CHANNEL_FIELDS = {"evolution": "instance", "uazapi": "instanceName"}
@@ -116,6 +118,11 @@ def _phone_number_id(change: Any) -> str | None:
     return channel if isinstance(channel, str) and channel else None
 
 
+def shard(key: bytes | None, shards: int) -> int:
+    """Which producer carries a channel: always the same one, so a channel's records keep their order."""
+    return zlib.crc32(key or b"") % shards
+
+
 def gateway_records(route: str, raw: bytes, body: dict[str, Any]) -> list[Record]:
     if route == "cloudapi":
         return cloudapi_records(raw, body)
@@ -130,7 +137,17 @@ class Unavailable(Exception):
 
 
 class RawProducer:
-    """An idempotent acks=all producer that (re)connects in the background; a runtime component."""
+    """Idempotent acks=all producers that (re)connect in the background; a runtime component.
+
+    aiokafka keeps one produce request in flight per broker, so concurrent requests queue behind it;
+    `APIPLUS_INGEST_WEBHOOK_PRODUCERS` producers give that many requests in flight. A channel always
+    goes through the same producer, so its records keep their order.
+
+    A delivery that fails (rather than outlasting our deadline) leaves an idempotent aiokafka producer
+    with a gap in its sequence numbers, and every later batch is refused as out of order; such a
+    producer is replaced. While the broker is known to be down, requests are refused at once instead of
+    piling records into the producers.
+    """
 
     def __init__(self, settings: WebhookSettings, metrics: WebhookMetrics) -> None:
         self.settings = settings
@@ -138,29 +155,52 @@ class RawProducer:
         self.kafka = KafkaClientConfig.from_settings(settings, "apiplus-ingest-webhook")
         self.connected = False
         self.pending = 0
-        self._producer: AIOKafkaProducer | None = None
+        self._producers: list[AIOKafkaProducer] = []
+        self._broken: set[AIOKafkaProducer] = set()
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
-        producer = await self._connect()
-        if producer is None:
-            return
-        self._producer = producer
+        producers: list[AIOKafkaProducer] = []
         try:
+            for _ in range(self.settings.webhook_producers):
+                producer = await self._connect()
+                if producer is None:
+                    return
+                producers.append(producer)
+            self._producers = producers
             while not self._stopping.is_set():
-                await self._probe(producer)
+                await self._probe(producers[0])
+                if self.connected:
+                    await self._replace_broken(producers)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 5)
+                    await asyncio.wait_for(self._stopping.wait(), PROBE_SECONDS)
         finally:
-            self._producer = None  # new requests get 503 from here on
+            self._producers = []  # new requests get 503 from here on
             self.connected = False
             self.metrics.ready.set(0)
             # Flush what is in flight; anything still unacknowledged after the deadline was answered 503.
-            with contextlib.suppress(TimeoutError, KafkaError):
-                await asyncio.wait_for(producer.stop(), self.settings.webhook_ack_timeout_seconds * 2)
+            await self._close(*producers)
+
+    async def _replace_broken(self, producers: list[AIOKafkaProducer]) -> None:
+        for index, broken in enumerate(producers):
+            if broken not in self._broken:
+                continue
+            replacement = await self._connect()
+            if replacement is None:
+                return
+            producers[index] = replacement
+            log.warning("kafka producer replaced after a failed delivery", extra={"producer": index})
+            self.metrics.producer_replacements.inc()
+            await self._close(broken)
+        self._broken.clear()  # failures reported late by producers already replaced
+
+    async def _close(self, *producers: AIOKafkaProducer) -> None:
+        with contextlib.suppress(TimeoutError, KafkaError):
+            await asyncio.wait_for(asyncio.gather(*(p.stop() for p in producers), return_exceptions=True),
+                                   self.settings.webhook_ack_timeout_seconds * 2)
 
     async def _connect(self) -> AIOKafkaProducer | None:
         delay = 0.5
@@ -180,8 +220,7 @@ class RawProducer:
             except KafkaError as exc:
                 log.warning("kafka unreachable; requests are answered 503 until it is back",
                             extra={"error": type(exc).__name__, "retry_in_s": delay})
-                with contextlib.suppress(KafkaError):
-                    await producer.stop()
+                await self._close(producer)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(delay * 2, 10.0)
@@ -197,8 +236,8 @@ class RawProducer:
 
     async def store(self, records: Sequence[Record], dialect: str) -> None:
         """Return once the broker acknowledged every record; raise Unavailable otherwise."""
-        producer = self._producer
-        if producer is None or self.pending + len(records) > self.settings.webhook_max_pending:
+        producers = self._producers
+        if not producers or not self.connected or self.pending + len(records) > self.settings.webhook_max_pending:
             raise Unavailable
         headers = [(DIALECT_HEADER, dialect.encode())]
         futures: list[asyncio.Future[Any]] = []
@@ -207,8 +246,15 @@ class RawProducer:
         try:
             async with asyncio.timeout_at(deadline):
                 for key, value in records:
-                    future = await producer.send(self.settings.raw_topic, value=value, key=key, headers=headers)
-                    self._track(future)
+                    producer = producers[shard(key, len(producers))]
+                    try:
+                        future = await producer.send(self.settings.raw_topic, value=value, key=key, headers=headers)
+                    except KafkaTimeoutError:
+                        raise
+                    except KafkaError:
+                        self._broken.add(producer)
+                        raise
+                    self._track(future, producer)
                     futures.append(future)
         except (TimeoutError, KafkaError) as exc:
             raise Unavailable from exc
@@ -218,15 +264,15 @@ class RawProducer:
         if not_done or any(f.exception() is not None for f in done):
             raise Unavailable
 
-    def _track(self, future: asyncio.Future[Any]) -> None:
+    def _track(self, future: asyncio.Future[Any], producer: AIOKafkaProducer) -> None:
         self.pending += 1
         self.metrics.pending.inc()
 
         def settled(f: asyncio.Future[Any]) -> None:
             self.pending -= 1
             self.metrics.pending.dec()
-            if not f.cancelled():
-                f.exception()  # retrieved: a failure was already answered 503
+            if not f.cancelled() and f.exception() is not None:  # retrieved; the request got its 503
+                self._broken.add(producer)
 
         future.add_done_callback(settled)
 

@@ -18,6 +18,7 @@ from services.ingest.webhook import (
     gateway_records,
     route_of,
     secret_equals,
+    shard,
     signature_matches,
 )
 
@@ -103,3 +104,15 @@ def test_settings_refuse_short_secrets_and_need_no_redis(monkeypatch: pytest.Mon
     assert settings.redis_url is None
     assert settings.webhook_port == 9180
     assert settings.webhook_host == "127.0.0.1"
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(1, 16))
+def test_a_channel_always_goes_through_the_same_producer(key: bytes, shards: int) -> None:
+    assert shard(key, shards) == shard(bytes(key), shards)
+    assert 0 <= shard(key, shards) < shards
+    assert shard(None, shards) == shard(b"", shards)
+
+
+def test_channels_spread_over_the_producers() -> None:
+    used = {shard(f"1055500{i:06d}".encode(), 4) for i in range(100)}
+    assert used == {0, 1, 2, 3}
