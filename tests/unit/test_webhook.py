@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaError
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from services.ingest.metrics import WebhookMetrics
 from services.ingest.settings import WebhookSettings
 from services.ingest.webhook import (
+    RawProducer,
+    Unavailable,
     bearer,
     cloudapi_records,
     gateway_records,
@@ -116,3 +122,72 @@ def test_a_channel_always_goes_through_the_same_producer(key: bytes, shards: int
 def test_channels_spread_over_the_producers() -> None:
     used = {shard(f"1055500{i:06d}".encode(), 4) for i in range(100)}
     assert used == {0, 1, 2, 3}
+
+
+class FakeProducer:
+    """Stands in for AIOKafkaProducer: each send returns a delivery future the test settles."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[asyncio.Future[object]] = []
+        self.stopped = False
+
+    async def send(self, topic: str, value: bytes, key: bytes | None, headers: object) -> asyncio.Future[object]:
+        self.deliveries.append(asyncio.get_running_loop().create_future())
+        return self.deliveries[-1]
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def _raw_producer(
+    monkeypatch: pytest.MonkeyPatch, producers: list[FakeProducer]
+) -> tuple[RawProducer, list[FakeProducer]]:
+    settings = WebhookSettings(kafka_bootstrap="127.0.0.1:1", webhook_producers=len(producers),
+                               webhook_ack_timeout_seconds=0.2)
+    raw = RawProducer(settings, WebhookMetrics(CollectorRegistry()))
+    raw._producers = producers  # type: ignore[assignment]
+    raw.connected = True
+    replacements: list[FakeProducer] = []
+
+    async def connect() -> FakeProducer:
+        replacements.append(FakeProducer())
+        return replacements[-1]
+
+    monkeypatch.setattr(raw, "_connect", connect)
+    return raw, replacements
+
+
+async def test_a_producer_whose_delivery_failed_is_replaced_and_a_slow_one_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producers = [FakeProducer(), FakeProducer()]
+    raw, replacements = _raw_producer(monkeypatch, producers)
+    failing, slow = b"channel-a", b"channel-d"
+    assert shard(failing, 2) != shard(slow, 2)
+    stored = asyncio.create_task(raw.store([(failing, b"{}")], "cloudapi"))
+    await asyncio.sleep(0.01)
+    producers[shard(failing, 2)].deliveries[0].set_exception(KafkaError())  # e.g. a batch expired
+    with pytest.raises(Unavailable):
+        await stored
+    with pytest.raises(Unavailable):  # no acknowledgement within the deadline: 503, producer kept
+        await raw.store([(slow, b"{}")], "cloudapi")
+    before = list(producers)
+    await raw._replace_broken(producers)
+    assert producers[shard(failing, 2)] is replacements[0]
+    assert producers[shard(slow, 2)] is before[shard(slow, 2)]
+    assert before[shard(failing, 2)].stopped
+    assert len(replacements) == 1
+    assert raw.metrics.producer_replacements._value.get() == 1
+    # A late failure reported by the replaced producer does not replace its successor.
+    raw._broken.add(before[shard(failing, 2)])  # type: ignore[arg-type]
+    await raw._replace_broken(producers)
+    assert len(replacements) == 1
+
+
+async def test_requests_are_refused_at_once_while_the_broker_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    producers = [FakeProducer()]
+    raw, _ = _raw_producer(monkeypatch, producers)
+    raw.connected = False
+    with pytest.raises(Unavailable):
+        await raw.store([(b"channel", b"{}")], "uazapi")
+    assert producers[0].deliveries == []
