@@ -356,7 +356,7 @@ class Ingress:
         self.metrics.ack_duration(route).observe(time.perf_counter() - started)
         self.metrics.body_bytes(route).observe(len(raw))
         self.metrics.records(route).inc(len(records))
-        return web.json_response({"stored": len(records)})
+        return web.Response(body=orjson.dumps({"stored": len(records)}), content_type="application/json")
 
 
 def main() -> int:

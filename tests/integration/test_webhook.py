@@ -142,7 +142,7 @@ async def test_accepted_bodies_land_byte_identical_with_key_and_dialect(ingress:
     cloud = orjson.dumps(cloudapi_body(("PNID-1", "wamid.A"))).replace(b'"entry":', b'"entry" :  ')
     evolution = b'{"event":"messages.upsert",  "instance":"evo-1","apikey":"evo-secret","data":{}}'
     uazapi = b'{"EventType":"messages","instanceName":"uaz-1","token":"uaz-secret","message":{}}'
-    assert await post(ingress, "/webhooks/cloudapi", cloud, sign(cloud)) == (200, b'{"stored": 1}')
+    assert await post(ingress, "/webhooks/cloudapi", cloud, sign(cloud)) == (200, b'{"stored":1}')
     status, _ = await post(ingress, "/webhooks/evolution", evolution, {"Authorization": f"Bearer {INGRESS_KEY}"})
     assert status == 200
     status, _ = await post(ingress, f"/webhooks/uazapi/{INGRESS_KEY}", uazapi)
@@ -200,7 +200,7 @@ async def test_a_body_naming_several_channels_is_split_per_channel(ingress: Runn
     body = cloudapi_body(("PNID-A", "wamid.1"), ("PNID-B", "wamid.2"), ("PNID-A", "wamid.3"))
     body["entry"].append({"id": "WABA2", "changes": cloudapi_body(("PNID-B", "wamid.4"))["entry"][0]["changes"]})
     raw = orjson.dumps(body)
-    assert await post(ingress, "/webhooks/cloudapi", raw, sign(raw)) == (200, b'{"stored": 2}')
+    assert await post(ingress, "/webhooks/cloudapi", raw, sign(raw)) == (200, b'{"stored":2}')
     records = {r.key: r.value for r in await read_raw(ingress.topic, expect=2)}
     assert set(records) == {b"PNID-A", b"PNID-B"}
     for key, ids in ((b"PNID-A", ["wamid.1", "wamid.3"]), (b"PNID-B", ["wamid.2", "wamid.4"])):
