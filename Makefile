@@ -38,7 +38,7 @@ infra-up: deps ## Start Kafka and Redis for `make run` (profile run; APIPLUS_PRO
 infra-down: ## Stop Kafka and Redis of every profile
 	@for p in run test bench chaos; do $(PY) deploy/infra.py down --profile $$p; done
 
-run: deps ## Start Kafka, Redis, Prometheus, the simulator and the three workers; Ctrl-C stops everything
+run: deps ## Start Kafka, Redis, Prometheus, the simulator, the three workers and the webhook ingress (:9180); Ctrl-C stops everything
 	@$(PY) deploy/run.py
 
 test: deps ## Start the test Kafka and Redis, run every test, stop them

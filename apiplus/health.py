@@ -27,7 +27,10 @@ class Readiness:
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: ReadyCheck) -> None:
+    def __init__(
+        self, host: str, port: int, registry: CollectorRegistry, ready: ReadyCheck, app: web.Application | None = None
+    ) -> None:
+        self.app = app  # a service's own routes, served on the same port
         self.host = host
         self.port = port
         self.registry = registry
@@ -35,7 +38,7 @@ class HealthServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = self.app or web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)

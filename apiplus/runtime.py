@@ -10,6 +10,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from apiplus.health import HealthServer, Readiness, ReadyCheck
@@ -33,13 +34,14 @@ def serve(
     http_port: int,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     ready_gauge: Any | None = None,
+    app: web.Application | None = None,
 ) -> int:
     """Run a worker's components to completion on uvloop (APIPLUS_EVENT_LOOP=asyncio for the stock loop).
 
     `ready_gauge` (the service's `apiplus_<service>_ready`) is set from `ready` every few seconds.
     """
     main = run_components(components, registry=registry, ready=ready, http_host=http_host, http_port=http_port,
-                          on_stop=on_stop, ready_gauge=ready_gauge)
+                          on_stop=on_stop, ready_gauge=ready_gauge, app=app)
     if os.environ.get("APIPLUS_EVENT_LOOP", "uvloop") == "uvloop":
         import uvloop
 
@@ -58,6 +60,7 @@ async def run_components(
     http_port: int,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     ready_gauge: Any | None = None,
+    app: web.Application | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT: then stop fetching, finish in-flight work, commit, leave the group."""
     loop = asyncio.get_running_loop()
@@ -65,7 +68,7 @@ async def run_components(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
     readiness = Readiness(ready, ready_gauge)
-    server = HealthServer(http_host, http_port, registry, readiness)
+    server = HealthServer(http_host, http_port, registry, readiness, app)
     await server.start()
     log.info("worker started", extra={"http_port": http_port})
     tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in components]

@@ -29,7 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench import data
+from bench import data, ingress
 from chaos.stack import publish
 from services.dispatch.core import Channel, parse_command, render_command
 
@@ -38,7 +38,7 @@ BOOTSTRAP = os.environ.get("APIPLUS_KAFKA_BOOTSTRAP", "127.0.0.1:39092")
 REDIS = os.environ.get("APIPLUS_REDIS_URL", "redis://127.0.0.1:36379/0")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
-ONLY = {part for part in os.environ.get("BENCH_ONLY", "ingest,billing,dispatch").split(",") if part}
+ONLY = {part for part in os.environ.get("BENCH_ONLY", "ingest,billing,dispatch,ingress").split(",") if part}
 PARTITIONS = 6
 CHANNELS = 10_000
 INGEST_N = int(200_000 * SCALE)
@@ -426,6 +426,7 @@ async def main() -> int:
               "rates_per_second": rates, "ratios": ratios, "latency_at_half_load": latency, "rss_mb": rss,
               "targets": {"ingest_vs_baseline": 0.5, "billing_vs_baseline": 0.5, "dispatch_vs_http": 0.7,
                           "p99_ms": 50, "rss_mb": 200}}
+    report["ingress"] = await ingress.bench(BOOTSTRAP, logs, SCALE, RUNS) if "ingress" in ONLY else None
     (ROOT / "bench" / "results.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     print()
     print(f"{'scenario':<18}{'median/s':>12}{'min/s':>12}{'max/s':>12}{'spread':>9}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from chaos import ingress
 from chaos.scenarios import Outcome, Scenarios
 from chaos.stack import SERVICES, Stack
 
@@ -52,7 +53,8 @@ async def main() -> int:
             print(f"chaos: {outcomes[-1].scenario}: lost {outcomes[-1].lost}, duplicated {outcomes[-1].duplicated}",
                   flush=True)
         for step in (scenarios.broker_restart, scenarios.redis_restart, scenarios.rebalance,
-                     scenarios.provider_faults, scenarios.fuzz, scenarios.tokens):
+                     scenarios.provider_faults, scenarios.fuzz, scenarios.tokens,
+                     lambda: ingress.broker_stop(stack, restart_broker)):
             outcomes.append(await step())
             print(f"chaos: {outcomes[-1].scenario}: lost {outcomes[-1].lost}, duplicated {outcomes[-1].duplicated}",
                   flush=True)
@@ -74,6 +76,7 @@ async def main() -> int:
     print(f"chaos: {len(outcomes)} scenarios, lost {lost}, duplicated {dup}, bad inputs "
           f"{fuzzed.dead_lettered}/{fuzzed.bad_inputs} dead-lettered, leaks {leaks}")
     ok = lost == 0 and dup == 0 and leaks == 0 and fuzzed.dead_lettered == fuzzed.bad_inputs
+    ok = ok and all(o.notes.get("ok", True) for o in outcomes)
     return 0 if ok else 1
 
 

@@ -1,4 +1,4 @@
-"""`make run`: Kafka, Redis, Prometheus, the provider simulator and the three workers, logs interleaved.
+"""`make run`: Kafka, Redis, Prometheus, the provider simulator, the three workers and the webhook ingress.
 
 Ctrl-C (or SIGTERM) stops the workers gracefully, then the simulator, Prometheus, Kafka and Redis,
 leaving no process behind.
@@ -21,8 +21,15 @@ sys.path.insert(0, str(ROOT / "deploy"))
 
 import infra  # noqa: E402
 
-COLOURS = {"ingest": "36", "dispatch": "35", "billing": "33", "simulator": "32", "prometheus": "34"}
+COLOURS = {"ingest": "36", "dispatch": "35", "billing": "33", "simulator": "32", "prometheus": "34", "webhook": "96"}
 PORTS = {"ingest": 9101, "dispatch": 9102, "billing": 9103}
+WEBHOOK_PORT = 9180  # `apiplus ingest webhook`: the gateways' webhooks, with /metrics and /readyz on the same port
+# Local-only webhook secrets (never printed): use them to point a local gateway or curl at the ingress.
+WEBHOOK_SECRETS = {
+    "APIPLUS_INGEST_CLOUDAPI_VERIFY_TOKEN": "local-verify-token-0001",
+    "APIPLUS_INGEST_CLOUDAPI_APP_SECRET": "local-app-secret-000001",
+    "APIPLUS_INGEST_WEBHOOK_KEY": "local-ingress-key-00001",
+}
 SIMULATOR_PORT = 18080
 PROMETHEUS_PORT = 19090
 
@@ -42,6 +49,8 @@ def _env(state: infra.Infra) -> dict[str, str]:
         "APIPLUS_DISPATCH_EVOLUTION_APIKEY": "local-evolution-key",
         "APIPLUS_DISPATCH_UAZAPI_TOKEN": "local-uazapi-token",
         "APIPLUS_DISPATCH_IDEMPOTENT_PROVIDERS": "simulator,cloudapi,evolution,uazapi",
+        "APIPLUS_INGEST_WEBHOOK_PORT": str(WEBHOOK_PORT),
+        **WEBHOOK_SECRETS,
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -109,8 +118,9 @@ async def main() -> int:
             procs["prometheus"] = await _spawn("prometheus", prometheus, env)
         for service in PORTS:
             procs[service] = await _spawn(service, [python, "-m", "services.cli", service, "run"], env)
+        procs["webhook"] = await _spawn("webhook", [python, "-m", "services.cli", "ingest", "webhook"], env)
         deadline = time.monotonic() + 120
-        pending = dict(PORTS)
+        pending = {**PORTS, "webhook": WEBHOOK_PORT}
         while pending and time.monotonic() < deadline and not stop.is_set():
             for service, port in list(pending.items()):
                 if await asyncio.to_thread(_ready, port):
@@ -121,8 +131,9 @@ async def main() -> int:
             print(
                 "run: everything is up. Kafka "
                 f"{state.bootstrap}, Redis 127.0.0.1:{state.redis_port}, simulator http://127.0.0.1:{SIMULATOR_PORT}, "
-                f"Prometheus http://127.0.0.1:{PROMETHEUS_PORT}. Try: .venv/bin/python deploy/demo.py. "
-                "Ctrl-C stops everything.",
+                f"Prometheus http://127.0.0.1:{PROMETHEUS_PORT}, webhooks http://127.0.0.1:{WEBHOOK_PORT}/webhooks/"
+                "{cloudapi,evolution,uazapi} (local secrets: WEBHOOK_SECRETS in deploy/run.py). "
+                "Try: .venv/bin/python deploy/demo.py. Ctrl-C stops everything.",
                 flush=True,
             )
         waiters = [asyncio.create_task(p.wait()) for p in procs.values()]
@@ -132,7 +143,7 @@ async def main() -> int:
                 print(f"run: {name} exited with {proc.returncode}; stopping everything", flush=True)
     finally:
         print("run: stopping", flush=True)
-        for name in ("ingest", "dispatch", "billing", "simulator", "prometheus"):
+        for name in ("webhook", "ingest", "dispatch", "billing", "simulator", "prometheus"):
             proc = procs.get(name)
             if proc is not None and proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Only the chosen service is imported: a worker loads its own code and nothing else.
 SERVICES = {
-    "ingest": "normalise gateway events and track channel health (run, normalize)",
+    "ingest": "normalise gateway events and track channel health (run, webhook, normalize)",
     "dispatch": "validate, render, pace and send outbound messages (run, render)",
     "billing": "charges and invoices, exactly once (run, quote, replay)",
 }

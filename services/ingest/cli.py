@@ -1,4 +1,4 @@
-"""ingest: run the worker, or normalise raw gateway payloads offline."""
+"""ingest: run the worker, serve the webhook ingress, or normalise raw gateway payloads offline."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from apiplus.jsonlog import setup_logging
 from apiplus.offline import StderrLine, run_jsonl
 from apiplus.runtime import serve
 from apiplus.settings import load_settings
+from services.ingest import webhook
 from services.ingest.common import valid_zone
 from services.ingest.core import DIALECTS, Context, Outcome
 from services.ingest.settings import IngestSettings
@@ -34,6 +35,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--evolution-clock", default="receipt", type=_clock, metavar="receipt|utc|ZONE",
                    help="how to read Evolution's date_time (default: receipt, i.e. the time of reading)")
     n.set_defaults(func=_normalize)
+    commands.add_parser("webhook", help="receive the gateways' webhooks over HTTP onto the raw topic").set_defaults(
+        func=_webhook)
 
 
 def _run(_: argparse.Namespace) -> int:
@@ -85,3 +88,7 @@ def _normalize(args: argparse.Namespace) -> int:
         return outcome_lines(normalize_record(line, ctx, args.max_bytes))
 
     return run_jsonl(process, sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer)
+
+
+def _webhook(_: argparse.Namespace) -> int:
+    return webhook.main()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from apiplus.metrics import Labelled, WorkerMetrics
+from apiplus.metrics import LATENCY_BUCKETS, Labelled, WorkerMetrics
 
 
 class IngestMetrics:
@@ -41,4 +41,47 @@ class IngestMetrics:
         )
         self.redis_errors = Counter(
             "apiplus_ingest_redis_errors_total", "Failed writes of the health copy to Redis.", registry=registry,
+        )
+
+
+BODY_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 524288, 1048576)
+
+
+class WebhookMetrics:
+    """`apiplus ingest webhook`: labels are the route name (cloudapi, evolution, uazapi, unknown), never a path."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Labelled(Counter(
+            "apiplus_ingest_webhook_requests_total", "Webhook requests answered, by route and HTTP status code.",
+            ["route", "code"], registry=registry,
+        ))
+        self.body_bytes = Labelled(Histogram(
+            "apiplus_ingest_webhook_body_bytes", "Size of accepted webhook bodies.", ["route"],
+            registry=registry, buckets=BODY_BUCKETS,
+        ))
+        self.ack_duration = Labelled(Histogram(
+            "apiplus_ingest_webhook_ack_duration_seconds",
+            "From an accepted request to the broker acknowledging all its records.", ["route"],
+            registry=registry, buckets=LATENCY_BUCKETS,
+        ))
+        self.signature_failures = Labelled(Counter(
+            "apiplus_ingest_webhook_signature_failures_total",
+            "Requests refused for a missing or wrong signature (Cloud API) or ingress key (Evolution, uazapi).",
+            ["route", "reason"], registry=registry,
+        ))
+        self.records = Labelled(Counter(
+            "apiplus_ingest_webhook_records_total", "Records acknowledged by the broker on the raw topic.",
+            ["route"], registry=registry,
+        ))
+        self.pending = Gauge(
+            "apiplus_ingest_webhook_pending_records", "Records handed to the producer and not yet acknowledged.",
+            registry=registry,
+        )
+        self.producer_replacements = Counter(
+            "apiplus_ingest_webhook_producer_replacements_total",
+            "Kafka producers replaced after a failed delivery (their sequence numbers had a gap).",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "apiplus_ingest_webhook_ready", "1 when the broker answered the last metadata probe.", registry=registry,
         )

@@ -22,8 +22,15 @@ def _queries() -> list[str]:
 
 def test_dashboard_covers_what_the_sres_asked_for() -> None:
     titles = " ".join(p["title"].lower() for p in json.loads(DASHBOARD.read_text())["panels"])
-    for topic in ("throughput", "lag", "dead", "state", "condition", "sends", "held", "billing"):
+    for topic in ("throughput", "lag", "dead", "state", "condition", "sends", "held", "billing", "webhook"):
         assert topic in titles
+
+
+def test_the_webhook_alerts_are_on_the_dashboard() -> None:
+    queries = _queries()
+    for code in ("401", "503"):  # ApiplusWebhookUnauthorizedSurge, ApiplusWebhookUnavailable
+        assert any("apiplus_ingest_webhook_requests_total" in q and f'code="{code}"' in q for q in queries), code
+    assert any("apiplus_ingest_webhook_ack_duration_seconds_bucket" in q for q in queries)
 
 
 def test_every_query_parses(tmp_path: Path) -> None:

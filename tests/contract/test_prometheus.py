@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from services.billing.metrics import BillingMetrics
 from services.dispatch.metrics import DispatchMetrics
-from services.ingest.metrics import IngestMetrics
+from services.ingest.metrics import IngestMetrics, WebhookMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
@@ -60,7 +60,7 @@ def exported_metric_names() -> set[str]:
     """Every series name the workers can export (labelled families have no samples until used)."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     names: set[str] = {"up"}
-    for metrics in (IngestMetrics, DispatchMetrics, BillingMetrics):
+    for metrics in (IngestMetrics, WebhookMetrics, DispatchMetrics, BillingMetrics):
         registry = CollectorRegistry()
         metrics(registry)
         for family in registry.collect():
