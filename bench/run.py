@@ -66,12 +66,27 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(procs: Sequence[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU of the processes so far, all their threads included (librdkafka's too)."""
+    total = 0
+    for proc in procs:
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Measurement:
     rate: float
     peak_rss_mb: float = 0.0
     final_rss_mb: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # CPU of the process(es) under test per input between 10% and 90%: the cost that a CPU-bound
+    # worker's throughput follows, less sensitive than the rate to what else the machine is doing.
+    cpu_us_per_input: float = float("nan")
 
 
 async def create_topics(names: Iterable[str], compacted: Iterable[str] = ()) -> None:
@@ -147,6 +162,7 @@ async def watch_outputs(
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     seen = 0
     t10 = t90 = None
+    cpu10 = cpu90 = 0.0
     peak = 0.0
     deadline = time.monotonic() + TIMEOUT
     last_sample = 0.0
@@ -158,9 +174,9 @@ async def watch_outputs(
             for records in batch.values():
                 seen += sum(count(r) for r in records) if count else len(records)
             if t10 is None and seen >= 0.1 * expected:
-                t10 = now
+                t10, cpu10 = now, cpu_seconds(procs)
             if t90 is None and seen >= 0.9 * expected:
-                t90 = now
+                t90, cpu90 = now, cpu_seconds(procs)
             if now - last_sample > 0.25:
                 peak = max(peak, *(rss_mb(p.pid) for p in procs))
                 last_sample = now
@@ -169,7 +185,8 @@ async def watch_outputs(
     if t10 is None or t90 is None or seen < expected:
         raise RuntimeError(f"only {seen} of {expected} outputs on {topic}")
     final = max(rss_mb(p.pid) for p in procs)
-    return Measurement(rate=0.8 * inputs / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final)
+    return Measurement(rate=0.8 * inputs / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final,
+                       cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * inputs))
 
 
 # --- scenarios ------------------------------------------------------------------------------------
@@ -275,6 +292,7 @@ def dispatch_env(run: str, sim: Simulator) -> tuple[dict[str, str], dict[str, st
 
 async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, target: int) -> Measurement:
     t10 = t90 = None
+    cpu10 = cpu90 = 0.0
     peak = 0.0
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -282,9 +300,9 @@ async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, ta
         sent = await asyncio.to_thread(sim.distinct)
         now = time.perf_counter()
         if t10 is None and sent >= 0.1 * target:
-            t10 = now
+            t10, cpu10 = now, cpu_seconds(procs)
         if t90 is None and sent >= 0.9 * target:
-            t90 = now
+            t90, cpu90 = now, cpu_seconds(procs)
         peak = max(peak, *(rss_mb(p.pid) for p in procs))
         if sent >= target:
             break
@@ -292,7 +310,8 @@ async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, ta
     if t10 is None or t90 is None:
         raise RuntimeError("dispatch did not finish")
     final = max(rss_mb(p.pid) for p in procs)
-    return Measurement(rate=0.8 * target / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final)
+    return Measurement(rate=0.8 * target / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final,
+                       cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * target))
 
 
 async def bench_dispatch(logs: Path, instances: int = 1) -> tuple[Measurement, Measurement | None]:
@@ -396,6 +415,20 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, float]:
 
 
 # --- the run ----------------------------------------------------------------------------------------
+def client_projection(cpu: dict[str, float]) -> dict[str, float]:
+    """What ingest and billing would gain if their Kafka work cost what it costs on confluent-kafka's asyncio API.
+
+    A worker is CPU-bound, so its rate follows its CPU per input. Each transactional stage pays about
+    what the exactly-once pass-through pays on the same client (ingest has two stages, billing one); the
+    projection swaps the aiokafka pass-through's CPU for the confluent-aio one's and keeps the rest.
+    """
+    if not {"aiokafka_eos", "confluent_aio_eos"} <= set(cpu):
+        return {}
+    saved = cpu["aiokafka_eos"] - cpu["confluent_aio_eos"]
+    return {f"{worker}_gain": cpu[worker] / max(cpu[worker] - stages * saved, 1e-9)
+            for worker, stages in (("ingest", 2), ("billing", 1)) if worker in cpu}
+
+
 def summary(values: list[float]) -> dict[str, float]:
     med = statistics.median(values)
     return {"median": med, "min": min(values), "max": max(values),
@@ -442,6 +475,7 @@ async def main() -> int:
                 results[f"dispatch_x{SCALE_OUT}"].append((await bench_dispatch(logs, SCALE_OUT))[0])
         say("  " + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in results.items() if v))
     rates = {k: summary([m.rate for m in v]) for k, v in results.items() if v}
+    cpu = {k: statistics.median(m.cpu_us_per_input for m in v) for k, v in results.items() if v}
     latency = {"p50_ms": float("nan"), "p99_ms": float("nan")}
     if "dispatch" in rates:
         half = rates["dispatch"]["median"] / 2
@@ -461,19 +495,24 @@ async def main() -> int:
     nan = float("nan")
     ratios = {name: rates[a]["median"] / rates[b]["median"] if a in rates and b in rates else nan
               for name, (a, b) in pairs.items()}
+    projection = client_projection(cpu)
     report = {"scale": SCALE, "runs": RUNS, "sizes": {"ingest": INGEST_N, "billing": billing_n, "dispatch": DISPATCH_N,
                                                       "channels": CHANNELS},
-              "rates_per_second": rates, "ratios": ratios, "latency_at_half_load": latency, "rss_mb": rss,
+              "rates_per_second": rates, "cpu_us_per_input": cpu, "ratios": ratios,
+              "client_projection": projection, "latency_at_half_load": latency, "rss_mb": rss,
               "targets": {"ingest_vs_baseline": 0.5, "billing_vs_baseline": 0.5, "dispatch_vs_http": 0.7,
                           "p99_ms": 50, "rss_mb": 200}}
     (ROOT / "bench" / "results.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     print()
-    print(f"{'scenario':<20}{'median/s':>12}{'min/s':>12}{'max/s':>12}{'spread':>9}")
+    print(f"{'scenario':<20}{'median/s':>12}{'min/s':>12}{'max/s':>12}{'spread':>9}{'cpu us/input':>14}")
     for name, s in rates.items():
-        print(f"{name:<20}{s['median']:>12,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}{s['spread_pct']:>8.0f}%")
+        print(f"{name:<20}{s['median']:>12,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}{s['spread_pct']:>8.0f}%"
+              f"{cpu[name]:>14,.0f}")
     print()
     for name, value in ratios.items():
         print(f"{name:<36}{value:>6.2f}x")
+    for name, gain in projection.items():
+        print(f"projected {name.removesuffix('_gain')} gain on confluent-kafka's asyncio API: {gain:.2f}x")
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms")
     for name, m in rss.items():
         print(f"{name:<10} peak RSS {m['peak_mb']:.0f} MB, holding 10k channels {m['holding_10k_mb']:.0f} MB")
