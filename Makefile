@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA_LIBS := .cache/kafka/libs
 STAMP_VENV := $(VENV)/.installed
+STAMP_BENCH := $(VENV)/.installed-bench
 STAMP_SYS := .cache/.system-deps
 STAMP_KAFKA := $(KAFKA_LIBS)/.fetched
 
@@ -24,6 +25,10 @@ $(STAMP_VENV): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+$(STAMP_BENCH): $(STAMP_VENV)
+	@$(PY) -m pip install -q -e '.[dev,bench]'
 	@touch $@
 
 $(STAMP_KAFKA): deploy/kafka/pom.xml $(STAMP_SYS)
@@ -44,7 +49,7 @@ run: deps ## Start Kafka, Redis, Prometheus, the simulator, the three workers an
 test: deps ## Start the test Kafka and Redis, run every test, stop them
 	@APIPLUS_PROFILE=test bash deploy/with-infra.sh $(PY) -m pytest $(PYTEST_ARGS)
 
-bench: deps ## Benchmarks against a baseline in the same run (BENCH_RUNS=3, BENCH_SCALE=1.0); writes bench/results.json
+bench: deps $(STAMP_BENCH) ## Benchmarks and peers (the `bench` extra) against a baseline in the same run (BENCH_RUNS=3, BENCH_SCALE=1.0); writes bench/results.json
 	@APIPLUS_PROFILE=bench bash deploy/with-infra.sh $(PY) -m bench.run
 
 chaos: deps ## Fault, fuzz and leak suite on the real stack (CHAOS_KILLS=3); writes chaos/results.json

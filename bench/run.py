@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import data, ingress
+from bench.peers import COMMANDS as PEER_COMMANDS
 from chaos.stack import publish
 from services.dispatch.core import Channel, parse_command, render_command
 
@@ -38,7 +40,8 @@ BOOTSTRAP = os.environ.get("APIPLUS_KAFKA_BOOTSTRAP", "127.0.0.1:39092")
 REDIS = os.environ.get("APIPLUS_REDIS_URL", "redis://127.0.0.1:36379/0")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
-ONLY = {part for part in os.environ.get("BENCH_ONLY", "ingest,billing,dispatch,ingress").split(",") if part}
+ONLY = {part for part in os.environ.get("BENCH_ONLY", "ingest,billing,dispatch,ingress,peers,scale").split(",") if part}
+SCALE_OUT = 2  # instances of each worker in the scale-out scenarios
 PARTITIONS = 6
 CHANNELS = 10_000
 INGEST_N = int(200_000 * SCALE)
@@ -64,12 +67,42 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(procs: Sequence[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU of the processes so far, all their threads included (librdkafka's too)."""
+    total = 0
+    for proc in procs:
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat, in clock ticks."""
+    ticks = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def busy_pct(start: tuple[float, float], end: tuple[float, float]) -> float:
+    """How busy all the machine's cores were between two machine_cpu() samples (100: every core)."""
+    return 100 * (end[0] - start[0]) / max(end[1] - start[1], 1.0)
+
+
 @dataclass
 class Measurement:
     rate: float
     peak_rss_mb: float = 0.0
     final_rss_mb: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # CPU of the process(es) under test per input between 10% and 90%: the cost that a CPU-bound
+    # worker's throughput follows, less sensitive than the rate to what else the machine is doing.
+    cpu_us_per_input: float = float("nan")
+    # How busy the whole machine was meanwhile (broker, Redis, harness and anything else included):
+    # near 100, the cores are the limit, not the process under test.
+    machine_busy_pct: float = float("nan")
 
 
 async def create_topics(names: Iterable[str], compacted: Iterable[str] = ()) -> None:
@@ -107,9 +140,16 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+def spawn_workers(n: int, argv: list[str], env: dict[str, str], logs: Path, name: str) -> list[subprocess.Popen[bytes]]:
+    """`n` instances of one worker in the same consumer group(s); each logs to its own file."""
+    return [spawn(argv, env, logs / (f"{name}.log" if n == 1 else f"{name}-{i + 1}of{n}.log")) for i in range(n)]
+
+
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -117,10 +157,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def check_running(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process under test {proc.args!r} exited with {proc.returncode}")
+
+
 async def watch_outputs(
-    proc: subprocess.Popen[bytes], topic: str, expected: int, inputs: int, count: Callable[[Any], int] | None = None
+    procs: Sequence[subprocess.Popen[bytes]], topic: str, expected: int, inputs: int,
+    count: Callable[[Any], int] | None = None,
 ) -> Measurement:
-    """Time the outputs of `proc` on `topic`; the rate is in inputs per second between 10% and 90%."""
+    """Time the outputs of `procs` on `topic`; the rate is in inputs per second between 10% and 90%.
+
+    With several instances the rate is their combined rate; RSS is the largest instance's.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest",
                                 isolation_level="read_committed", enable_auto_commit=False,
                                 fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
@@ -128,30 +178,33 @@ async def watch_outputs(
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     seen = 0
     t10 = t90 = None
+    cpu10 = cpu90 = 0.0
+    machine10 = machine90 = (0.0, 0.0)
     peak = 0.0
     deadline = time.monotonic() + TIMEOUT
     last_sample = 0.0
     try:
         while seen < expected and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"process under test exited with {proc.returncode}")
+            check_running(procs)
             batch = await consumer.getmany(timeout_ms=100, max_records=20_000)
             now = time.perf_counter()
             for records in batch.values():
                 seen += sum(count(r) for r in records) if count else len(records)
             if t10 is None and seen >= 0.1 * expected:
-                t10 = now
+                t10, cpu10, machine10 = now, cpu_seconds(procs), machine_cpu()
             if t90 is None and seen >= 0.9 * expected:
-                t90 = now
+                t90, cpu90, machine90 = now, cpu_seconds(procs), machine_cpu()
             if now - last_sample > 0.25:
-                peak = max(peak, rss_mb(proc.pid))
+                peak = max(peak, *(rss_mb(p.pid) for p in procs))
                 last_sample = now
     finally:
         await consumer.stop()
     if t10 is None or t90 is None or seen < expected:
         raise RuntimeError(f"only {seen} of {expected} outputs on {topic}")
-    final = rss_mb(proc.pid)
-    return Measurement(rate=0.8 * inputs / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final)
+    final = max(rss_mb(p.pid) for p in procs)
+    return Measurement(rate=0.8 * inputs / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final,
+                       cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * inputs),
+                       machine_busy_pct=busy_pct(machine10, machine90))
 
 
 # --- scenarios ------------------------------------------------------------------------------------
@@ -160,15 +213,17 @@ async def bench_passthrough(kind: str, source: str, n: int, logs: Path) -> Measu
     sink = f"bench.{kind}.{run}.out"
     await create_topics([sink])
     group = f"bench-{kind}-{run}"
+    env: dict[str, str] = {}
     if kind == "baseline":
         argv = [sys.executable, "-m", "bench.baseline", BOOTSTRAP, source, sink, group]
-        env: dict[str, str] = {}
+    elif kind in PEER_COMMANDS:
+        argv = [sys.executable, "-m", *PEER_COMMANDS[kind], BOOTSTRAP, source, sink, group]
     else:
         argv = [sys.executable, "-m", "bench.faust_passthrough", "worker", "-l", "warn", "--without-web"]
         env = {"BENCH_BOOTSTRAP": BOOTSTRAP, "BENCH_INPUT": source, "BENCH_OUTPUT": sink, "BENCH_GROUP": group}
     proc = spawn(argv, env, logs / f"{kind}.log")
     try:
-        return await watch_outputs(proc, sink, n, n)
+        return await watch_outputs([proc], sink, n, n)
     finally:
         stop(proc)
 
@@ -178,7 +233,7 @@ def worker_env(service: str, extra: dict[str, str]) -> dict[str, str]:
             f"APIPLUS_{service.upper()}_HTTP_PORT": "0", "APIPLUS_LOG_LEVEL": "WARNING", **extra}
 
 
-async def bench_ingest(source: str, logs: Path) -> Measurement:
+async def bench_ingest(source: str, logs: Path, instances: int = 1) -> Measurement:
     run = uuid.uuid4().hex[:8]
     t = {"events_topic": f"bench.ingest.{run}.events", "health_topic": f"bench.ingest.{run}.health",
          "state_topic": f"bench.ingest.{run}.state"}
@@ -189,14 +244,15 @@ async def bench_ingest(source: str, logs: Path) -> Measurement:
         "APIPLUS_INGEST_GROUP_ID": f"bench-ingest-{run}", "APIPLUS_INGEST_HEALTH_GROUP_ID": f"bench-health-{run}",
         **{f"APIPLUS_INGEST_{k.upper()}": v for k, v in t.items()},
     })
-    proc = spawn([*profiled("ingest", logs), "-m", "services.cli", "ingest", "run"], env, logs / "ingest.log")
+    procs = spawn_workers(instances, [*profiled("ingest", logs), "-m", "services.cli", "ingest", "run"], env, logs,
+                          "ingest")
     try:
-        return await watch_outputs(proc, t["events_topic"], INGEST_N, INGEST_N)
+        return await watch_outputs(procs, t["events_topic"], INGEST_N, INGEST_N)
     finally:
-        stop(proc)
+        stop(*procs)
 
 
-async def bench_billing(source: str, n: int, logs: Path) -> Measurement:
+async def bench_billing(source: str, n: int, logs: Path, instances: int = 1) -> Measurement:
     run = uuid.uuid4().hex[:8]
     out, state = f"bench.billing.{run}.out", f"bench.billing.{run}.state"
     await create_topics([out, state, f"{source}.dlq"], compacted=[state])
@@ -206,11 +262,12 @@ async def bench_billing(source: str, n: int, logs: Path) -> Measurement:
         "APIPLUS_BILLING_DUE_DAY_TIMER": "false",
     })
     charges = BILLING_TENANTS * (BILLING_PER_TENANT - 2)  # the first activation of a tenant is its free channel
-    proc = spawn([*profiled("billing", logs), "-m", "services.cli", "billing", "run"], env, logs / "billing.log")
+    procs = spawn_workers(instances, [*profiled("billing", logs), "-m", "services.cli", "billing", "run"], env, logs,
+                          "billing")
     try:
-        return await watch_outputs(proc, out, charges, n)
+        return await watch_outputs(procs, out, charges, n)
     finally:
-        stop(proc)
+        stop(*procs)
 
 
 class Simulator:
@@ -251,31 +308,37 @@ def dispatch_env(run: str, sim: Simulator) -> tuple[dict[str, str], dict[str, st
     return env, t
 
 
-async def wait_sent(proc: subprocess.Popen[bytes], sim: Simulator, target: int) -> Measurement:
+async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, target: int) -> Measurement:
     t10 = t90 = None
+    cpu10 = cpu90 = 0.0
+    machine10 = machine90 = (0.0, 0.0)
     peak = 0.0
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dispatch exited with {proc.returncode}")
+        check_running(procs)
         sent = await asyncio.to_thread(sim.distinct)
         now = time.perf_counter()
         if t10 is None and sent >= 0.1 * target:
-            t10 = now
+            t10, cpu10, machine10 = now, cpu_seconds(procs), machine_cpu()
         if t90 is None and sent >= 0.9 * target:
-            t90 = now
-        peak = max(peak, rss_mb(proc.pid))
+            t90, cpu90, machine90 = now, cpu_seconds(procs), machine_cpu()
+        peak = max(peak, *(rss_mb(p.pid) for p in procs))
         if sent >= target:
             break
         await asyncio.sleep(0.05)
     if t10 is None or t90 is None:
         raise RuntimeError("dispatch did not finish")
-    final = rss_mb(proc.pid)
-    return Measurement(rate=0.8 * target / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final)
+    final = max(rss_mb(p.pid) for p in procs)
+    return Measurement(rate=0.8 * target / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final,
+                       cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * target),
+                       machine_busy_pct=busy_pct(machine10, machine90))
 
 
-async def bench_dispatch(logs: Path) -> tuple[Measurement, Measurement]:
-    """(dispatch throughput, HTTP ceiling) on the same simulator with the same rendered requests."""
+async def bench_dispatch(logs: Path, instances: int = 1) -> tuple[Measurement, Measurement | None]:
+    """(dispatch throughput, HTTP ceiling) on the same simulator with the same rendered requests.
+
+    With several instances only their combined throughput is measured (the ceiling is the single run's).
+    """
     sim = Simulator(logs)
     try:
         run = uuid.uuid4().hex[:8]
@@ -283,12 +346,13 @@ async def bench_dispatch(logs: Path) -> tuple[Measurement, Measurement]:
         await create_topics([*t.values(), f"{t['commands_topic']}.dlq"])
         commands = [data.dispatch_command(run, i, CHANNELS) for i in range(DISPATCH_N)]
         await produce(t["commands_topic"], ((k, orjson.dumps(c)) for k, c in commands))
-        proc = spawn([*profiled("dispatch", logs), "-m", "services.cli", "dispatch", "run"], env, logs / "dispatch.log")
+        procs = spawn_workers(instances, [*profiled("dispatch", logs), "-m", "services.cli", "dispatch", "run"], env,
+                              logs, "dispatch")
         try:
-            worker = await wait_sent(proc, sim, DISPATCH_N)
+            worker = await wait_sent(procs, sim, DISPATCH_N)
         finally:
-            stop(proc)
-        ceiling = await http_ceiling(sim, commands, f"http-{run}")
+            stop(*procs)
+        ceiling = await http_ceiling(sim, commands, f"http-{run}") if instances == 1 else None
     finally:
         sim.close()
     return worker, ceiling
@@ -371,6 +435,25 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, float]:
 
 
 # --- the run ----------------------------------------------------------------------------------------
+# Transactional consume-produce passes each input goes through (ingest: normalise, then health). When
+# ingest does both in one pass for keyed records, set its count to 1.
+TRANSACTIONAL_STAGES = {"ingest": 2, "billing": 1}
+
+
+def client_projection(cpu: dict[str, float]) -> dict[str, float]:
+    """What ingest and billing would gain if their Kafka work cost what it costs on confluent-kafka's asyncio API.
+
+    A worker is CPU-bound, so its rate follows its CPU per input. Each transactional stage pays about
+    what the exactly-once pass-through pays on the same client (ingest has two stages, billing one); the
+    projection swaps the aiokafka pass-through's CPU for the confluent-aio one's and keeps the rest.
+    """
+    if not {"aiokafka_eos", "confluent_aio_eos"} <= set(cpu):
+        return {}
+    saved = cpu["aiokafka_eos"] - cpu["confluent_aio_eos"]
+    return {f"{worker}_gain": cpu[worker] / max(cpu[worker] - stages * saved, 1e-9)
+            for worker, stages in TRANSACTIONAL_STAGES.items() if worker in cpu}
+
+
 def summary(values: list[float]) -> dict[str, float]:
     med = statistics.median(values)
     return {"median": med, "min": min(values), "max": max(values),
@@ -391,22 +474,35 @@ async def main() -> int:
     billing_n = await produce(billing_src, data.billing_events(BILLING_TENANTS, BILLING_PER_TENANT))
     await produce("bench.registry", data.registry_rows(CHANNELS))
     results: dict[str, list[Measurement]] = {k: [] for k in (
-        "baseline_ingest", "ingest", "faust_ingest", "baseline_billing", "billing", "dispatch", "http")}
+        "baseline_ingest", "ingest", "faust_ingest", *PEER_COMMANDS, "baseline_billing", "billing", "dispatch", "http",
+        *(f"{s}_x{SCALE_OUT}" for s in ("ingest", "billing", "dispatch")))}
     for r in range(RUNS):
         say(f"run {r + 1}/{RUNS}")
         if "ingest" in ONLY:
             results["baseline_ingest"].append(await bench_passthrough("baseline", ingest_src, INGEST_N, logs))
             results["ingest"].append(await bench_ingest(ingest_src, logs))
             results["faust_ingest"].append(await bench_passthrough("faust", ingest_src, INGEST_N, logs))
+            for peer in PEER_COMMANDS if "peers" in ONLY else ():
+                results[peer].append(await bench_passthrough(peer, ingest_src, INGEST_N, logs))
+            if "scale" in ONLY:
+                results[f"ingest_x{SCALE_OUT}"].append(await bench_ingest(ingest_src, logs, SCALE_OUT))
         if "billing" in ONLY:
             results["baseline_billing"].append(await bench_passthrough("baseline", billing_src, billing_n, logs))
             results["billing"].append(await bench_billing(billing_src, billing_n, logs))
+            if "scale" in ONLY:
+                results[f"billing_x{SCALE_OUT}"].append(await bench_billing(billing_src, billing_n, logs, SCALE_OUT))
         if "dispatch" in ONLY:
             worker, ceiling = await bench_dispatch(logs)
             results["dispatch"].append(worker)
+            assert ceiling is not None  # a single instance also measures the ceiling
             results["http"].append(ceiling)
+            if "scale" in ONLY:
+                results[f"dispatch_x{SCALE_OUT}"].append((await bench_dispatch(logs, SCALE_OUT))[0])
         say("  " + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in results.items() if v))
     rates = {k: summary([m.rate for m in v]) for k, v in results.items() if v}
+    cpu_summary = {k: summary([m.cpu_us_per_input for m in v]) for k, v in results.items() if v}
+    cpu = {k: c["median"] for k, c in cpu_summary.items()}
+    machine = {k: statistics.median(m.machine_busy_pct for m in v) for k, v in results.items() if v}
     latency = {"p50_ms": float("nan"), "p99_ms": float("nan")}
     if "dispatch" in rates:
         half = rates["dispatch"]["median"] / 2
@@ -415,26 +511,40 @@ async def main() -> int:
     rss = {name: {"peak_mb": max(m.peak_rss_mb for m in results[name]),
                   "holding_10k_mb": statistics.median(m.final_rss_mb for m in results[name])}
            for name in ("ingest", "dispatch", "billing") if results[name]}
+    pairs_main = ("ingest_vs_baseline", "billing_vs_baseline", "dispatch_vs_http")
     pairs = {"ingest_vs_baseline": ("ingest", "baseline_ingest"),
              "faust_vs_baseline": ("faust_ingest", "baseline_ingest"),
-             "billing_vs_baseline": ("billing", "baseline_billing"), "dispatch_vs_http": ("dispatch", "http")}
+             "billing_vs_baseline": ("billing", "baseline_billing"), "dispatch_vs_http": ("dispatch", "http"),
+             **{f"{peer}_vs_baseline": (peer, "baseline_ingest") for peer in PEER_COMMANDS},
+             "quix_ingest_vs_ingest": ("quix_ingest", "ingest"),
+             "confluent_aio_eos_vs_aiokafka_eos": ("confluent_aio_eos", "aiokafka_eos"),
+             "confluent_sync_eos_vs_aiokafka_eos": ("confluent_sync_eos", "aiokafka_eos"),
+             **{f"{s}_x{SCALE_OUT}_vs_one": (f"{s}_x{SCALE_OUT}", s) for s in ("ingest", "billing", "dispatch")}}
     nan = float("nan")
     ratios = {name: rates[a]["median"] / rates[b]["median"] if a in rates and b in rates else nan
               for name, (a, b) in pairs.items()}
+    projection = client_projection(cpu)
     report = {"scale": SCALE, "runs": RUNS, "sizes": {"ingest": INGEST_N, "billing": billing_n, "dispatch": DISPATCH_N,
                                                       "channels": CHANNELS},
-              "rates_per_second": rates, "ratios": ratios, "latency_at_half_load": latency, "rss_mb": rss,
+              "rates_per_second": rates, "cpu_us_per_input": cpu_summary,
+              "machine_busy_pct": machine, "ratios": ratios,
+              "client_projection": projection, "latency_at_half_load": latency, "rss_mb": rss,
               "targets": {"ingest_vs_baseline": 0.5, "billing_vs_baseline": 0.5, "dispatch_vs_http": 0.7,
                           "p99_ms": 50, "rss_mb": 200}}
     report["ingress"] = await ingress.bench(BOOTSTRAP, logs, SCALE, RUNS) if "ingress" in ONLY else None
     (ROOT / "bench" / "results.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     print()
-    print(f"{'scenario':<18}{'median/s':>12}{'min/s':>12}{'max/s':>12}{'spread':>9}")
+    print(f"{'scenario':<20}{'median/s':>12}{'min/s':>12}{'max/s':>12}{'spread':>9}{'cpu us/input':>14}"
+          f"{'machine busy':>14}")
     for name, s in rates.items():
-        print(f"{name:<18}{s['median']:>12,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}{s['spread_pct']:>8.0f}%")
+        print(f"{name:<20}{s['median']:>12,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}{s['spread_pct']:>8.0f}%"
+              f"{cpu[name]:>14,.0f}{machine[name]:>13.0f}%")
     print()
     for name, value in ratios.items():
-        print(f"{name:<22}{value:>6.2f}x")
+        if not math.isnan(value) or name in pairs_main:  # a scenario BENCH_ONLY left out gives nan
+            print(f"{name:<36}{value:>6.2f}x")
+    for name, gain in projection.items():
+        print(f"projected {name.removesuffix('_gain')} gain on confluent-kafka's asyncio API: {gain:.2f}x")
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms")
     for name, m in rss.items():
         print(f"{name:<10} peak RSS {m['peak_mb']:.0f} MB, holding 10k channels {m['holding_10k_mb']:.0f} MB")
@@ -443,6 +553,10 @@ async def main() -> int:
           f"dispatch {ratios['dispatch_vs_http']:.2f}x http, "
           f"billing {ratios['billing_vs_baseline']:.2f}x baseline, p99 {latency['p99_ms']:.0f} ms, "
           f"max rss {max_rss:.0f} MB")
+    scaled = [(s, rates.get(f"{s}_x{SCALE_OUT}", {}).get("median", nan), ratios[f"{s}_x{SCALE_OUT}_vs_one"])
+              for s in ("ingest", "dispatch", "billing")]
+    print(f"bench: {SCALE_OUT} instances: "
+          + ", ".join(f"{s} {rate:,.0f}/s {ratio:.2f}x one" for s, rate, ratio in scaled))
     return 0
 
 
