@@ -13,7 +13,7 @@ import faust
 
 app = faust.App(
     os.environ.get("BENCH_GROUP", "bench-faust"),
-    broker=f"kafka://{os.environ.get('BENCH_BOOTSTRAP', '127.0.0.1:39092')}",
+    broker=f"kafka://{os.environ.get('BENCH_BOOTSTRAP', '127.0.0.1:24092')}",
     key_serializer="raw",
     value_serializer="raw",
     web_enabled=False,

@@ -36,8 +36,8 @@ from chaos.stack import publish
 from services.dispatch.core import Channel, parse_command, render_command
 
 ROOT = Path(__file__).resolve().parents[1]
-BOOTSTRAP = os.environ.get("APIPLUS_KAFKA_BOOTSTRAP", "127.0.0.1:39092")
-REDIS = os.environ.get("APIPLUS_REDIS_URL", "redis://127.0.0.1:36379/0")
+BOOTSTRAP = os.environ.get("APIPLUS_KAFKA_BOOTSTRAP", "127.0.0.1:24092")
+REDIS = os.environ.get("APIPLUS_REDIS_URL", "redis://127.0.0.1:24379/0")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
 ONLY = {part for part in os.environ.get("BENCH_ONLY", "ingest,billing,dispatch,ingress,peers,scale").split(",") if part}

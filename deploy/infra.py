@@ -28,12 +28,15 @@ KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
 # Local-only SCRAM credentials for the broker's SASL listener (kafka port + 2); not a production secret.
 SCRAM_USER = "apiplus"
 SCRAM_PASSWORD = "apiplus-local-scram"
+# Every port sits below the kernel's ephemeral range (32768-60999 by default): a broker restarted in the
+# chaos suite must be able to bind its port again, and a client retrying a closed port in that range can
+# be handed the very same port as its own source and connect to itself.
 PROFILES = {
     "run": {"kafka": 19092, "controller": 19093, "redis": 16379, "persist": True},
     "test": {"kafka": 29092, "controller": 29093, "redis": 26379, "persist": False},
-    "bench": {"kafka": 39092, "controller": 39093, "redis": 36379, "persist": False},
+    "bench": {"kafka": 24092, "controller": 24093, "redis": 24379, "persist": False},
     # chaos restarts the broker and Redis mid-run: both keep their data across those restarts.
-    "chaos": {"kafka": 49092, "controller": 49093, "redis": 46379, "persist": True},
+    "chaos": {"kafka": 25092, "controller": 25093, "redis": 25379, "persist": True},
 }
 
 
