@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from apiplus.envelope import deterministic_id, make_event, parse_rfc3339, rfc3339
 from apiplus.errors import ErrorCode, PermanentError
 from services.billing.pricing import Catalog, Line, quote
@@ -60,6 +62,14 @@ class TenantState:
             seen=tuple(data.get("seen", ())),
             closed=dict(data.get("closed", {})),
         )
+
+    def encode(self) -> bytes:
+        """The changelog value (`to_dict` as JSON)."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def decode(cls, raw: bytes) -> TenantState:
+        return cls.from_dict(orjson.loads(raw))
 
     @property
     def premium(self) -> bool:
