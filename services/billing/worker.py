@@ -116,6 +116,7 @@ def build(
         topics=[settings.input_topic],
         changelog_topic=settings.state_topic,
         tick_interval=settings.tick_seconds,
+        max_batch=settings.max_batch,
         # Tenants stay decoded in the partition's table; TenantState is immutable, so an aborted
         # batch's changes are dropped by PartitionState.rollback without touching the committed ones.
         state_encode=TenantState.encode,
