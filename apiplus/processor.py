@@ -69,6 +69,13 @@ class ProcessorConfig:
     transient_attempts: int = 4
     backoff: Backoff = DEFAULT_BACKOFF
     lag_topic_label: Callable[[str], str] = lambda topic: topic
+    # How changelog values become bytes and back. The partition's table holds decoded values between
+    # batches (decoded once per key when the partition is assigned) and each key changed by a batch is
+    # encoded once, when that batch's transaction writes the changelog. A handler that keeps its own
+    # objects in the table (billing's TenantState) passes its codec; the values must be immutable, as
+    # `PartitionState.rollback` restores an aborted batch by dropping its changes, not by undoing them.
+    state_encode: Callable[[Any], bytes] = orjson.dumps
+    state_decode: Callable[[bytes], Any] = orjson.loads
 
 
 class RecordRunner:
@@ -238,7 +245,7 @@ class TransactionalProcessor:
         if self.config.changelog_topic is None:
             return
         changes = [
-            Output(self.config.changelog_topic, None if value is None else orjson.dumps(value),
+            Output(self.config.changelog_topic, None if value is None else self.config.state_encode(value),
                    key=key.encode(), partition=partition)
             for key, value in owned.state.pending().items()
         ]
@@ -283,7 +290,8 @@ class TransactionalProcessor:
         await producer.start()  # init_transactions: fences a zombie owner, aborts its open transaction
         committed: dict[str, Any] = {}
         if self.config.changelog_topic is not None:
-            committed = await load_table(self.clients, self.config.changelog_topic, tp.partition)
+            committed = await load_table(self.clients, self.config.changelog_topic, tp.partition,
+                                         self.config.state_decode)
         self._owned[tp] = _Owned(producer, PartitionState(tp.partition, committed))
         log.info("partition assigned", extra={"topic": tp.topic, "partition": tp.partition,
                                               "state_keys": len(committed)})

@@ -53,14 +53,15 @@ class BillingHandler:
                 "record key must be the tenant_id, so one tenant's events share a partition",
                 field="tenant_id",
             )
-        stored = state.get(tenant_id)
-        prior = TenantState.from_dict(stored) if stored is not None else None
+        # The table holds each tenant's TenantState decoded (see `build`): no decoding or encoding per
+        # event; the batch's transaction encodes each changed tenant once.
+        prior: TenantState | None = state.get(tenant_id)
         new, events = apply(prior, event, self.rules)
         self.metrics.events_in(event["type"]).inc()
         if new is prior:
             self.metrics.duplicates.inc()
         elif new is not None:
-            state.put(tenant_id, new.to_dict())
+            state.put(tenant_id, new)
         return self._outputs(tenant_id, events)
 
     async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
@@ -70,7 +71,7 @@ class BillingHandler:
         tenants = 0
         channels = 0
         for tenant_id in sorted(state.keys()):
-            tenant = TenantState.from_dict(state.get(tenant_id))
+            tenant: TenantState = state.get(tenant_id)
             tenants += 1
             channels += len(tenant.active)
             closing = due_closing(tenant, moment, self.grace)
@@ -81,7 +82,7 @@ class BillingHandler:
                 continue
             invoice_id, due_at, period = closing
             new, events = close_invoice(tenant, invoice_id, due_at, self.rules, "due_day_timer", period)
-            state.put(tenant_id, new.to_dict())
+            state.put(tenant_id, new)
             outputs += self._outputs(tenant_id, events)
         self.metrics.overdue_closings.set(overdue)
         self.metrics.tenants.set(tenants)
@@ -115,6 +116,11 @@ def build(
         topics=[settings.input_topic],
         changelog_topic=settings.state_topic,
         tick_interval=settings.tick_seconds,
+        max_batch=settings.max_batch,
+        # Tenants stay decoded in the partition's table; TenantState is immutable, so an aborted
+        # batch's changes are dropped by PartitionState.rollback without touching the committed ones.
+        state_encode=TenantState.encode,
+        state_decode=TenantState.decode,
     )
     clients = clients or KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-billing"))
     handler = BillingHandler(settings, rules, metrics)

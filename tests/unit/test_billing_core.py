@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -166,3 +167,20 @@ def test_redelivering_any_event_changes_nothing(repeats: list[int]) -> None:
         stream += [_EVENTS[j] for j in repeats if j <= i]  # redeliveries of events already seen
     _, out = run(stream)
     assert out == expected
+
+
+@given(st.integers(min_value=1, max_value=len(_EVENTS)))
+def test_the_changelog_codec_round_trips_every_state_and_keeps_the_dict_format(upto: int) -> None:
+    state, _ = run(_EVENTS[:upto])
+    assert state is not None
+    assert TenantState.decode(state.encode()) == state
+    assert orjson.loads(state.encode()) == state.to_dict()  # what older workers wrote and read
+
+
+def test_but_copies_and_never_changes_the_original() -> None:
+    state, _ = run(_EVENTS[:2])
+    assert state is not None
+    before = state.to_dict()
+    changed = state.but(active={**state.active, "c9": "2026-11-28T00:00:00Z"}, plan="basic")
+    assert state.to_dict() == before
+    assert (changed.plan, sorted(changed.active), changed.seen) == ("basic", ["c9", "trial"], state.seen)
