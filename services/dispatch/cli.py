@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from apiplus import redisio
 from apiplus.decode import parse_object
 from apiplus.jsonlog import setup_logging
-from apiplus.kafka import KafkaClientConfig
+from apiplus.kafka import KafkaClientConfig, KafkaClients
 from apiplus.offline import run_jsonl
 from apiplus.runtime import serve
 from apiplus.settings import load_settings
@@ -53,14 +53,14 @@ def _run(_: argparse.Namespace) -> int:
     client = ProviderClient(providers.configure(), idempotent=settings.idempotent,
                             timeout_seconds=settings.http_timeout_seconds, max_in_flight=settings.max_in_flight)
     store = RedisRecordStore(redis, settings.dedupe_ttl_seconds, on_error=metrics.redis_errors.inc)
-    dispatcher = Dispatcher(settings, KafkaClientConfig.from_settings(settings, "apiplus-dispatch"), store, client,
-                            metrics)
+    dispatcher = Dispatcher(settings, KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-dispatch")),
+                            store, client, metrics)
 
     async def ready() -> dict[str, bool]:
         return {"kafka": dispatcher.is_ready(), "redis": await redisio.ping(redis)}
 
     return serve([dispatcher], registry=registry, ready=ready, http_host=settings.http_host,
-                 http_port=settings.http_port, on_stop=redis.aclose)
+                 http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=metrics.worker.ready)
 
 
 def _render(args: argparse.Namespace) -> int:
