@@ -7,13 +7,14 @@ the retry topic, then dead-letters it. The send record (record.py) is written be
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from apiplus.backoff import Backoff
 from apiplus.clock import Clock
 from apiplus.dlq import SourceRecord
 from apiplus.errors import ErrorCode, PermanentError
+from apiplus.kafka import Output
 from services.dispatch.commits import Commits
 from services.dispatch.core import render_command
 from services.dispatch.job import Job
@@ -50,11 +51,19 @@ class Delivery:
         self.policy = policy
         self._semaphore = asyncio.Semaphore(max_in_flight)
 
-    async def finish(self, job: Job, state: ResultState, *, message_id: str | None = None,
-                     error: Failure | None = None) -> None:
-        """The terminal result, acknowledged; then the record says DONE; then the offset may be committed."""
-        await self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error)
-        job.record = await self.records.step(job.command_id, job.record, done(str(state), message_id))
+    def finish(self, job: Job, state: ResultState, *, message_id: str | None = None, error: Failure | None = None,
+               first: Sequence[Output] = ()) -> None:
+        """The terminal result (after `first`, e.g. a dead letter) into the partition's outbox; the offset may
+        then be committed with it. The send record says DONE once that transaction has committed."""
+        before, after = job.record, done(str(state), message_id)
+
+        async def record_done() -> None:
+            await self.records.step(job.command_id, before, after)
+
+        result = self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error)
+        self.outputs.finished(job.tp, job.offset, [*first, result], record_done)
+        self.records.remember(job.command_id)
+        job.record = after
         self.commits.done(job.tp, job.offset)
 
     def skip(self, job: Job) -> None:
@@ -72,33 +81,33 @@ class Delivery:
         if state is SendState.DONE:
             return self.skip(job)
         if state is SendState.SENT:
-            return await self.finish(job, ResultState.SENT, message_id=current.message_id if current else None)
+            return self.finish(job, ResultState.SENT, message_id=current.message_id if current else None)
         if state is SendState.SENDING and not self.idempotent(job.channel.provider):
-            return await self.finish(job, ResultState.FAILED, error=DELIVERY_UNKNOWN)
+            return self.finish(job, ResultState.FAILED, error=DELIVERY_UNKNOWN)
         request = render_command(job.command, job.channel)
         for attempt in range(1, self.policy.attempts_in_place + 1):
             job.record = await self.records.step(job.command_id, job.record, sending())
             try:
                 message_id = await self._call(job, request)
             except SendFailed as exc:
-                return await self.finish(job, ResultState.FAILED, error=Failure(
+                return self.finish(job, ResultState.FAILED, error=Failure(
                     ErrorCode.PROVIDER_REJECTED, f"the provider refused the request with HTTP {exc.status}",
                     provider_status=exc.status))
             except SendUnavailable as exc:
                 if exc.ambiguous and not self.idempotent(job.channel.provider):
-                    return await self.finish(job, ResultState.FAILED, error=Failure(
+                    return self.finish(job, ResultState.FAILED, error=Failure(
                         ErrorCode.DELIVERY_UNKNOWN,
                         f"{exc.reason}: the message may have been delivered; not sent again",
                         provider_status=exc.status))
                 if not exc.ambiguous:
                     job.record = await self.records.step(job.command_id, job.record, retrying())
                 if attempt == self.policy.attempts_in_place:
-                    return await self._park(job, exc)
+                    return self._park(job, exc)
                 self.metrics.delivery.retries.inc()
                 await self.clock.sleep(self.policy.backoff.delay(attempt, exc.retry_after))
                 continue
             job.record = await self.records.step(job.command_id, job.record, sent(message_id))
-            return await self.finish(job, ResultState.SENT, message_id=message_id)
+            return self.finish(job, ResultState.SENT, message_id=message_id)
 
     async def _call(self, job: Job, request: Request) -> str:
         provider = job.channel.provider
@@ -119,13 +128,14 @@ class Delivery:
         self.metrics.send_duration(provider).observe(elapsed)
         return message_id
 
-    async def _park(self, job: Job, exc: SendUnavailable) -> None:
+    def _park(self, job: Job, exc: SendUnavailable) -> None:
         """In-place attempts used up: to the retry topic (this command gives up its place), or fail for good."""
         if job.retry_round >= self.policy.rounds:
             error = PermanentError(ErrorCode.RETRIES_EXHAUSTED, f"provider unavailable: {exc.reason}")
             source = SourceRecord(job.tp.topic, job.tp.partition, job.offset, job.channel_id.encode(), job.raw)
-            await self.outputs.dead_letter(source, error, stage=DELIVERY)
-            return await self.finish(job, ResultState.FAILED, error=Failure.of(error, exc.status))
+            dead = self.outputs.dead_letter(source, error, stage=DELIVERY)
+            return self.finish(job, ResultState.FAILED, error=Failure.of(error, exc.status), first=[dead])
         self.metrics.parked.inc()
-        await self.outputs.park(job.channel_id, job.raw, job.retry_round + 1, self.policy.round_delay)
+        parked = self.outputs.parked(job.channel_id, job.raw, job.retry_round + 1, self.policy.round_delay)
+        self.outputs.finished(job.tp, job.offset, [parked])
         self.commits.done(job.tp, job.offset)
