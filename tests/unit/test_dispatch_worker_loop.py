@@ -93,8 +93,9 @@ class World:
         for lane in dispatcher.lanes.lanes.values():
             if lane.task is not None:
                 lane.task.cancel()
-        for task in dispatcher._tables:
-            task.cancel()
+        for task in [*dispatcher._tables, dispatcher._flusher]:
+            if task is not None:
+                task.cancel()
         self.h.broker.expel(dispatcher._consumer)  # type: ignore[arg-type]
 
     async def closed(self, dispatcher: Dispatcher) -> None:
