@@ -242,3 +242,28 @@ async def test_kill_inside_a_commit_leaves_its_transaction_to_the_next_owner() -
                             ("bad", "rejected"): 1})
     assert len(w.out("cmd.dlq")) == 1
     assert w.committed() == w.ends()
+
+
+async def test_a_zombie_that_missed_the_rebalance_is_fenced_and_writes_nothing() -> None:
+    """The old owner is expelled (a session timeout) but keeps running: the new owner's producers fence
+    it, so none of its later results commit; the new owner's do, once each."""
+    w = World(commit_interval_seconds=0.2)
+    w.channel("a")
+    w.provider.latency = 0.05
+    zombie = await w.started()
+    for i in range(10):
+        w.command(f"ok-{i}", "a")
+    await w.run_for(zombie, 0.3, every=0.1)
+    w.h.broker.expel(zombie._consumer)  # type: ignore[arg-type]
+    owner = await w.started()
+    for _ in range(40):  # both poll; the zombie still holds its old assignment
+        await zombie.step()
+        await owner.step()
+        await w.h.clock.advance(0.1)
+    busy = TopicPartition("cmd", w.h.broker.records("cmd")[0].partition)
+    assert busy not in zombie.outboxes.boxes, "the zombie's producer was not fenced"
+    await w.closed(owner)
+    w.kill(zombie)
+    seen = Counter((r["command_id"], r["state"]) for r in w.out("results"))
+    assert seen == Counter({(f"ok-{i}", s): 1 for i in range(10) for s in ("queued", "sent")})
+    assert w.committed() == w.ends()
