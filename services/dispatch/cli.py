@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _run(_: argparse.Namespace) -> int:
     settings = load_settings(DispatchSettings)
+    if settings.processes > 1:
+        return supervise(settings.processes, settings.http_port)
     setup_logging("dispatch", settings.log_level, settings.kafka_log_level)
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
@@ -59,8 +66,45 @@ def _run(_: argparse.Namespace) -> int:
     async def ready() -> dict[str, bool]:
         return {"kafka": dispatcher.is_ready(), "redis": await redisio.ping(redis)}
 
+    gc.freeze()  # what start-up allocated (tables, clients, modules) is never scanned again
+    gc.set_threshold(50_000, 20, 20)  # young collections every 50k allocations, not every 700
     return serve([dispatcher], registry=registry, ready=ready, http_host=settings.http_host,
                  http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=metrics.worker.ready)
+
+
+def child_env(index: int, base_port: int) -> dict[str, str]:
+    """Process `index` of several: one worker, its own health and metrics port (any free one if the base is 0)."""
+    return {**os.environ, "APIPLUS_DISPATCH_PROCESSES": "1",
+            "APIPLUS_DISPATCH_HTTP_PORT": str(base_port + index if base_port else 0)}
+
+
+def supervise(processes: int, base_port: int, argv: list[str] | None = None) -> int:
+    """`processes` dispatch workers in one consumer group. SIGTERM/SIGINT go to every one; when one
+    exits, the others are stopped too (gracefully), so a supervisor above restarts the whole set.
+    The exit status is the first non-zero one."""
+    command = argv or [sys.executable, "-m", "services.cli", "dispatch", "run"]
+    children = [subprocess.Popen(command, env=child_env(i, base_port))  # noqa: S603 (our interpreter, our module)
+                for i in range(processes)]
+
+    def forward(signum: int, _: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    status = 0
+    while children:
+        for child in list(children):
+            code = child.poll()
+            if code is None:
+                continue
+            children.remove(child)
+            if code != 0 and status == 0:
+                status = code
+            forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return status
 
 
 def _render(args: argparse.Namespace) -> int:

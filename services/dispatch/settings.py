@@ -51,6 +51,9 @@ class DispatchSettings(WorkerSettings):
     # How often each partition's finished work (results, dead letters, parked commands) commits, with
     # its offset, in one transaction: the most a result waits to become visible.
     commit_interval_seconds: float = Field(0.5, gt=0)
+    # Worker processes `apiplus dispatch run` starts, all in the same consumer group (each owns whole
+    # partitions); process i serves its health and metrics on http_port + i (cli.py).
+    processes: int = Field(1, ge=1, le=64)
 
     @property
     def idempotent(self) -> frozenset[str]:
