@@ -128,14 +128,14 @@ class NormalizeHandler:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key, event in keyed:
-                    marker = SEEN_KEY + event["event_id"]
-                    pipe.set(marker, _marker(key), nx=True, ex=self.settings.dedupe_window_seconds)
-                    pipe.get(marker)
+                    # SET NX GET (Redis >= 7.0): the marker already there, or None when this call wrote it.
+                    pipe.set(SEEN_KEY + event["event_id"], _marker(key), nx=True,
+                             ex=self.settings.dedupe_window_seconds, get=True)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise TransientError(f"redis unavailable for deduplication: {type(exc).__name__}") from exc
         found: dict[tuple[str, int, int], set[str]] = {}
-        for (key, event), first_seen in zip(keyed, replies[1::2], strict=True):
+        for (key, event), first_seen in zip(keyed, replies, strict=True):
             if first_seen is not None and first_seen.decode() != _marker(key):
                 found.setdefault(key, set()).add(event["event_id"])
                 self.metrics.duplicates.labels(source=event["source"]).inc()
