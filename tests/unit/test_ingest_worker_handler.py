@@ -29,7 +29,8 @@ class MemoryPipeline:
 
     def set(self, key: str, value: str, nx: bool, ex: int, get: bool) -> None:
         """Redis's SET NX GET: the value already there (nothing written), or None after writing."""
-        assert nx and get
+        assert nx
+        assert get
         old = self.store.get(key)
         if old is None:
             self.store[key] = value.encode()
