@@ -52,6 +52,20 @@ class DispatchMetrics:
         )
         self.table_rows = Gauge("apiplus_dispatch_table_rows", "Rows in the registry and health tables.",
                                 ["table"], registry=registry)
+        # The closed loop (docs/loop.md).
+        self.receipts = Counter(
+            "apiplus_dispatch_receipts_total", "dispatch.delivery events written, by status.", ["status"],
+            registry=registry,
+        )
+        self.unknown_sends = Counter(
+            "apiplus_dispatch_unknown_sends_total",
+            "Sends whose outcome was unknown, by how they ended: resolved_by_echo or left_unknown.", ["outcome"],
+            registry=registry,
+        )
+        self.echoes = Counter(
+            "apiplus_dispatch_echoes_total", "Gateway echoes of API sends stored for matching unknown sends.",
+            registry=registry,
+        )
         self.lag = Gauge(
             "kafka_consumergroup_lag",
             "Records between the consumer group's committed offset and the end of each partition.",
