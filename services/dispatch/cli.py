@@ -23,6 +23,7 @@ from services.dispatch.core import Channel, parse_command, render_command
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.providers import ProviderClient
 from services.dispatch.settings import DispatchSettings
+from services.dispatch.simloop import GatewayLoop
 from services.dispatch.simulator import serve as serve_simulator
 from services.dispatch.worker import Dispatcher
 
@@ -39,6 +40,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--port", type=int, default=18080)
     s.add_argument("--log", default=".cache/simulator/requests.jsonl")
     s.add_argument("--latency-ms", type=int, default=0)
+    s.add_argument("--kafka-bootstrap", default=None,
+                   help="emit the gateways' status, echo and reply webhooks to this Kafka (see POST /_sim/loop)")
+    s.add_argument("--raw-topic", default="apiplus.ingest.raw.v1")
+    s.add_argument("--instance", default="simulator", help="the channel's instance name where the path has none")
     s.set_defaults(func=_simulator)
 
 
@@ -82,5 +87,6 @@ def _render(args: argparse.Namespace) -> int:
 
 def _simulator(args: argparse.Namespace) -> int:
     setup_logging("simulator")
-    asyncio.run(serve_simulator(args.host, args.port, Path(args.log), args.latency_ms))
+    loop = GatewayLoop(args.kafka_bootstrap, args.raw_topic, args.instance) if args.kafka_bootstrap else None
+    asyncio.run(serve_simulator(args.host, args.port, Path(args.log), args.latency_ms, loop))
     return 0
