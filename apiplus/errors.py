@@ -24,6 +24,12 @@ class ErrorCode(StrEnum):
     PLUS_REQUIRED = "plus_required"
     UNSUPPORTED = "unsupported"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    # dispatch's terminal results: the send failed or the command expired.
+    QUEUE_FULL = "queue_full"
+    DELIVERY_UNKNOWN = "delivery_unknown"
+    PROVIDER_REJECTED = "provider_rejected"
+    NOT_AFTER_PASSED = "not_after_passed"
+    HELD_TOO_LONG = "held_too_long"
     INTERNAL = "internal_error"
 
 

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 ReadyCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+class Readiness:
+    """A worker's ready check; every evaluation also sets its `apiplus_<service>_ready` gauge (1 or 0)."""
+
+    def __init__(self, check: ReadyCheck, gauge: Any | None = None) -> None:
+        self.check = check
+        self.gauge = gauge
+
+    async def __call__(self) -> dict[str, bool]:
+        checks = await self.check()
+        if self.gauge is not None:
+            self.gauge.set(1 if all(checks.values()) else 0)
+        return checks
 
 
 class HealthServer:

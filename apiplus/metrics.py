@@ -48,8 +48,12 @@ class WorkerMetrics:
             f"{prefix}_batch_duration_seconds", "Time to process and commit one batch.", ["stage"],
             registry=registry, buckets=LATENCY_BUCKETS,
         )
-        self.up = Gauge(f"{prefix}_ready", "1 when the worker is ready (Kafka and Redis reachable).",
-                        registry=registry)
+        self.ready = Gauge(f"{prefix}_ready", "1 when the worker is ready (its /readyz checks pass), else 0.",
+                           registry=registry)
+        self.table_rejected = Counter(
+            f"{prefix}_table_rows_rejected_total", "Rows of a followed compacted table refused as malformed.",
+            ["table"], registry=registry,
+        )
         self.lag = Gauge(
             "kafka_consumergroup_lag",
             "Records between the consumer group's position and the end of each partition.",
@@ -69,6 +73,7 @@ class ProcessorMetrics:
         self.transaction_aborts = families.transaction_aborts.labels(stage=stage)
         self.batch_duration = families.batch_duration.labels(stage=stage)
         self.lag = families.lag
+        self.ready = families.ready
 
     def record(self, outcome: str, count: int = 1) -> None:
         self._records(self.stage, outcome).inc(count)

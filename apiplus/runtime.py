@@ -8,13 +8,14 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
-from apiplus.health import HealthServer, ReadyCheck
+from apiplus.health import HealthServer, Readiness, ReadyCheck
 
 log = logging.getLogger("apiplus.runtime")
+READY_EVERY_SECONDS = 5.0  # the ready gauge is refreshed this often, scraped or not
 
 
 class Component(Protocol):
@@ -31,10 +32,14 @@ def serve(
     http_host: str,
     http_port: int,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    ready_gauge: Any | None = None,
 ) -> int:
-    """Run a worker's components to completion on uvloop (APIPLUS_EVENT_LOOP=asyncio for the stock loop)."""
+    """Run a worker's components to completion on uvloop (APIPLUS_EVENT_LOOP=asyncio for the stock loop).
+
+    `ready_gauge` (the service's `apiplus_<service>_ready`) is set from `ready` every few seconds.
+    """
     main = run_components(components, registry=registry, ready=ready, http_host=http_host, http_port=http_port,
-                          on_stop=on_stop)
+                          on_stop=on_stop, ready_gauge=ready_gauge)
     if os.environ.get("APIPLUS_EVENT_LOOP", "uvloop") == "uvloop":
         import uvloop
 
@@ -52,17 +57,20 @@ async def run_components(
     http_host: str,
     http_port: int,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    ready_gauge: Any | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT: then stop fetching, finish in-flight work, commit, leave the group."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    server = HealthServer(http_host, http_port, registry, ready)
+    readiness = Readiness(ready, ready_gauge)
+    server = HealthServer(http_host, http_port, registry, readiness)
     await server.start()
     log.info("worker started", extra={"http_port": http_port})
     tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in components]
     stopper = asyncio.create_task(stop_requested.wait())
+    watcher = asyncio.create_task(_refresh(readiness)) if ready_gauge is not None else None
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -75,6 +83,10 @@ async def run_components(
         failed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
     finally:
         stopper.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if ready_gauge is not None:
+            ready_gauge.set(0)
         if on_stop is not None:
             await on_stop()
         await server.stop()
@@ -84,3 +96,14 @@ async def run_components(
     log.info("worker stopped")
     if failed:
         raise SystemExit(1)
+
+
+async def _refresh(readiness: Readiness) -> None:
+    while True:
+        try:
+            await readiness()
+        except Exception:  # a failing check must not end the worker; it reads as not ready
+            log.warning("ready check failed", exc_info=True)
+            if readiness.gauge is not None:
+                readiness.gauge.set(0)
+        await asyncio.sleep(READY_EVERY_SECONDS)

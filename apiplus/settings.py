@@ -32,7 +32,6 @@ class WorkerSettings(BaseSettings):
     redis_url: SecretStr = Field(validation_alias=AliasChoices("APIPLUS_REDIS_URL"))
     log_level: str = Field("INFO", validation_alias=AliasChoices("APIPLUS_LOG_LEVEL"))
     kafka_log_level: str = Field("WARNING", validation_alias=AliasChoices("APIPLUS_KAFKA_LOG_LEVEL"))
-    partitions: int = Field(6, ge=1, validation_alias=AliasChoices("APIPLUS_PARTITIONS"))
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -9,28 +9,39 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from apiplus.kafka import KafkaClientConfig
+from apiplus.clock import SYSTEM_CLOCK, Clock
+from apiplus.kafka.clients import KafkaClients
+from apiplus.kafka.compacted import CompactedReader, apply_row
+from apiplus.kafka.config import KafkaClientConfig
+from apiplus.kafka.types import ClientFactory
 
 log = logging.getLogger("apiplus.table")
+TOPIC_WAIT_ATTEMPTS = 50
+TOPIC_WAIT_SECONDS = 0.2
 
 
 class TopicTable:
+    """Rows keyed by record key; a row that is not a JSON object or that `accept` refuses is skipped,
+    logged and counted through `on_rejected` (wire it to a metric)."""
+
     def __init__(
         self,
-        kafka: KafkaClientConfig,
+        kafka: ClientFactory | KafkaClientConfig,  # KafkaClientConfig kept for dispatch until it moves
         topic: str,
         *,
         accept: Callable[[dict[str, Any]], bool] = lambda _: True,
         on_update: Callable[[str, dict[str, Any] | None], None] | None = None,
+        on_rejected: Callable[[], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.kafka = kafka
+        self.clients: ClientFactory = KafkaClients(kafka) if isinstance(kafka, KafkaClientConfig) else kafka
         self.topic = topic
         self.accept = accept
         self.on_update = on_update
+        self.on_rejected = on_rejected
+        self.clock = clock
         self.rows: dict[str, dict[str, Any]] = {}
-        self.rejected = 0
         self.loaded = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -41,55 +52,46 @@ class TopicTable:
         self._stopping.set()
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **self.kafka.options(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
-        )
-        await consumer.start()
+        reader = CompactedReader(self.clients.reader(), self.topic, await self._partitions())
+        await reader.start()
         try:
-            partitions = await self._partitions(consumer)
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
             while not self._stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-                for records in batch.values():
-                    for record in records:
-                        self._apply(record)
-                if not self.loaded.is_set() and all(
-                    [await consumer.position(tp) >= end for tp, end in ends.items()]
-                ):
+                for record in await reader.fetch():
+                    self._apply(record)
+                if not self.loaded.is_set() and await reader.caught_up():
                     self.loaded.set()
                     log.info("table loaded", extra={"topic": self.topic, "rows": len(self.rows)})
         finally:
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await reader.stop()
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        for _ in range(50):
-            parts = consumer.partitions_for_topic(self.topic)
-            if parts:
-                return [TopicPartition(self.topic, p) for p in sorted(parts)]
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.2)
+    async def _partitions(self) -> list[int]:
+        for _ in range(TOPIC_WAIT_ATTEMPTS):
+            partitions = await self.clients.partitions_for(self.topic)
+            if partitions:
+                return partitions
+            await self.clock.sleep(TOPIC_WAIT_SECONDS)
         raise RuntimeError(f"topic {self.topic} does not exist")
 
     def _apply(self, record: Any) -> None:
         if record.key is None:
-            self.rejected += 1
+            self._rejected(record)
             return
         key = record.key.decode("utf-8", "replace")
-        if record.value is None:
-            self.rows.pop(key, None)
-            value = None
-        else:
+        value: dict[str, Any] | None = None
+        if record.value is not None:
             try:
                 value = orjson.loads(record.value)
             except orjson.JSONDecodeError:
                 value = None
             if not isinstance(value, dict) or not self.accept(value):
-                self.rejected += 1
-                log.warning("table row refused", extra={"topic": self.topic, "offset": record.offset})
+                self._rejected(record)
                 return
-            self.rows[key] = value
+        apply_row(self.rows, key, value)
         if self.on_update is not None:
             self.on_update(key, value)
+
+    def _rejected(self, record: Any) -> None:
+        log.warning("table row refused", extra={"topic": self.topic, "offset": record.offset})
+        if self.on_rejected is not None:
+            self.on_rejected()

@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 DEFAULT_PARTITIONS = 6
 WEEK_MS = 7 * 24 * 3600 * 1000
+DLQ_SUFFIX = ".dlq"
+
+
+def dlq_name(topic: str) -> str:
+    """The dead-letter topic of an input topic: `<topic>.dlq`."""
+    return topic + DLQ_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -19,7 +25,7 @@ class Topic:
 
     @property
     def dlq(self) -> str:
-        return f"{self.name}.dlq"
+        return dlq_name(self.name)
 
     def config(self) -> dict[str, str]:
         cfg = {"retention.ms": str(-1 if self.compacted else self.retention_ms)}
@@ -60,6 +66,15 @@ TOPICS: tuple[Topic, ...] = (
 )
 # Inputs that bad records can arrive on; each gets `<topic>.dlq`.
 DLQ_SOURCES: tuple[Topic, ...] = (INGEST_RAW, INGEST_EVENTS, DISPATCH_COMMANDS, BILLING_LIFECYCLE)
+# Inputs without a DLQ of their own: their bad records go to another input's. (ingest's Evolution
+# topics, named by a pattern setting, go to the raw topic's DLQ: see services/ingest/worker.py.)
+DLQ_SHARED: dict[str, Topic] = {DISPATCH_RETRY.name: DISPATCH_COMMANDS}
+
+
+def dead_letter_topic(source: str) -> str:
+    """Where a bad record read from `source` goes."""
+    shared = DLQ_SHARED.get(source)
+    return shared.dlq if shared is not None else dlq_name(source)
 
 
 def all_topic_specs(partitions: int | None = None) -> list[tuple[str, int, dict[str, str]]]:
@@ -68,16 +83,14 @@ def all_topic_specs(partitions: int | None = None) -> list[tuple[str, int, dict[
     return specs
 
 
-async def ensure_topics(
-    bootstrap: str,
-    specs: list[tuple[str, int, dict[str, str]]] | None = None,
-    **client_options: object,
-) -> int:
+async def ensure_topics(bootstrap: str, specs: list[tuple[str, int, dict[str, str]]] | None = None) -> int:
     """Create whatever topics are missing; returns how many were created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic  # the topic table itself imports no Kafka client
+
+    from apiplus.kafka import KafkaClientConfig, KafkaClients
 
     specs = specs if specs is not None else all_topic_specs()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
+    admin = KafkaClients(KafkaClientConfig(bootstrap, client_id="apiplus-topics")).admin()
     await admin.start()
     try:
         existing = set(await admin.list_topics())

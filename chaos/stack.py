@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from apiplus.kafka import KafkaClientConfig, KafkaClients
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("ingest", "dispatch", "billing")
 PROVIDER_SECRETS = {
@@ -170,13 +172,13 @@ async def read_topic(bootstrap: str, topic: str, *, idle: float = 1.0, committed
     await consumer.start()
     records: list[Any] = []
     try:
-        partitions = consumer.partitions_for_topic(topic)
+        clients = KafkaClients(KafkaClientConfig(bootstrap))
+        partitions = await clients.partitions_for(topic)
         for _ in range(30):
             if partitions:
                 break
-            await consumer._client.force_metadata_update()
             await asyncio.sleep(0.1)
-            partitions = consumer.partitions_for_topic(topic)
+            partitions = await clients.partitions_for(topic)
         if not partitions:
             return []
         tps = [TopicPartition(topic, p) for p in partitions]

@@ -44,7 +44,7 @@ def _run(_: argparse.Namespace) -> int:
         return {"kafka": processor.is_ready()}
 
     return serve([processor], registry=registry, ready=ready, http_host=settings.http_host,
-                 http_port=settings.http_port)
+                 http_port=settings.http_port, ready_gauge=processor.metrics.ready)
 
 
 def _quote(args: argparse.Namespace) -> int:

@@ -132,67 +132,69 @@ def _activated(
     state: TenantState, unknown: bool, event: dict[str, Any], rules: BillingRules
 ) -> tuple[TenantState, list[dict[str, Any]]]:
     channel_id = event["channel_id"]
-    at = event["occurred_at"]
     if unknown or not state.premium:
-        reason = "unknown_tenant" if unknown else "premium_required"
-        rejected = make_event(
-            "activation.rejected",
-            event_id=deterministic_id("activation.rejected", event["event_id"]),
-            occurred_at=at,
-            producer=PRODUCER,
-            tenant_id=state.tenant_id,
-            channel_id=channel_id,
-            reason=reason,
-            source_event_id=event["event_id"],
-        )
-        return state, [rejected]
+        return state, [_rejected(state, event, "unknown_tenant" if unknown else "premium_required")]
     if channel_id in state.active:
         return state, []  # already active: activating twice adds no channel and no charge
     uses_free_channel = len(state.active) < state.free_channels
-    new = replace(state, active={**state.active, channel_id: at})
+    new = replace(state, active={**state.active, channel_id: event["occurred_at"]})
     if uses_free_channel:
         return new, []
-    price = rules.catalog.single_cents
-    out = [
-        make_event(
-            "channel.charged",
-            event_id=deterministic_id("channel.charged", event["event_id"]),
-            occurred_at=at,
-            producer=PRODUCER,
-            charge_id=deterministic_id("charge", state.tenant_id, channel_id, event["event_id"]),
-            tenant_id=state.tenant_id,
-            channel_id=channel_id,
-            amount_cents=price,
-            currency=rules.catalog.currency,
-            reason="activation",
-            source_event_id=event["event_id"],
-        )
-    ]
-    moment = parse_rfc3339(at)
-    due = next_due_date(moment, state.due_day)
-    days_before = (due - moment.date()).days
-    if days_before <= rules.notice_days:
-        next_invoice = quote(rules.catalog, new.paid_channels()).total_cents
-        out.append(
-            make_event(
-                "purchase.notice",
-                event_id=deterministic_id("purchase.notice", event["event_id"]),
-                occurred_at=at,
-                producer=PRODUCER,
-                tenant_id=state.tenant_id,
-                channel_id=channel_id,
-                days_before_due=days_before,
-                due_date=due.isoformat(),
-                charged_now_cents=price,
-                next_invoice_cents=next_invoice,
-                currency=rules.catalog.currency,
-                message=(
-                    f"This channel is charged now and again on the invoice due {due.isoformat()} "
-                    f"({days_before} days away): there is no proration."
-                ),
-            )
-        )
+    out = [_charged(state, event, rules)]
+    notice = _purchase_notice(new, event, rules)
+    if notice is not None:
+        out.append(notice)
     return new, out
+
+
+def _caused_by(kind: str, tenant_id: str, event: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A billing event caused by one input event about a channel: its id derives from the input's."""
+    return make_event(
+        kind,
+        event_id=deterministic_id(kind, event["event_id"]),
+        occurred_at=event["occurred_at"],
+        producer=PRODUCER,
+        tenant_id=tenant_id,
+        channel_id=event["channel_id"],
+        **fields,
+    )
+
+
+def _rejected(state: TenantState, event: dict[str, Any], reason: str) -> dict[str, Any]:
+    return _caused_by("activation.rejected", state.tenant_id, event, reason=reason,
+                      source_event_id=event["event_id"])
+
+
+def _charged(state: TenantState, event: dict[str, Any], rules: BillingRules) -> dict[str, Any]:
+    return _caused_by(
+        "channel.charged", state.tenant_id, event,
+        charge_id=deterministic_id("charge", state.tenant_id, event["channel_id"], event["event_id"]),
+        amount_cents=rules.catalog.single_cents,
+        currency=rules.catalog.currency,
+        reason="activation",
+        source_event_id=event["event_id"],
+    )
+
+
+def _purchase_notice(new: TenantState, event: dict[str, Any], rules: BillingRules) -> dict[str, Any] | None:
+    """A paid activation close to the due date is charged now and again on the invoice: say so."""
+    moment = parse_rfc3339(event["occurred_at"])
+    due = next_due_date(moment, new.due_day)
+    days_before = (due - moment.date()).days
+    if days_before > rules.notice_days:
+        return None
+    return _caused_by(
+        "purchase.notice", new.tenant_id, event,
+        days_before_due=days_before,
+        due_date=due.isoformat(),
+        charged_now_cents=rules.catalog.single_cents,
+        next_invoice_cents=quote(rules.catalog, new.paid_channels()).total_cents,
+        currency=rules.catalog.currency,
+        message=(
+            f"This channel is charged now and again on the invoice due {due.isoformat()} "
+            f"({days_before} days away): there is no proration."
+        ),
+    )
 
 
 def _deactivated(state: TenantState, event: dict[str, Any]) -> TenantState:

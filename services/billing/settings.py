@@ -1,4 +1,5 @@
-"""billing's settings (APIPLUS_BILLING_*), built once at start."""
+"""billing's settings (APIPLUS_BILLING_*), built once at start. Durations in seconds (notice in calendar
+days, as the invoice counts them); topics from apiplus.topics."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from apiplus import topics
 from apiplus.settings import WorkerSettings
 from services.billing.pricing import DEFAULT_CATALOG
 
@@ -20,8 +22,8 @@ class BillingSettings(WorkerSettings):
     catalog_path: Path = DEFAULT_CATALOG
     notice_days: int = Field(10, ge=0, le=31)
     due_day_timer: bool = True
-    due_day_grace_hours: float = Field(24.0, ge=0)
+    due_day_grace_seconds: float = Field(24 * 3600, ge=0)
     tick_seconds: float = Field(60.0, gt=0)
-    input_topic: str = "apiplus.billing.lifecycle.v1"
-    output_topic: str = "apiplus.billing.invoices.v1"
-    state_topic: str = "apiplus.billing.state.v1"
+    input_topic: str = topics.BILLING_LIFECYCLE.name
+    output_topic: str = topics.BILLING_INVOICES.name
+    state_topic: str = topics.BILLING_STATE.name

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from apiplus.decode import parse_object
 from apiplus.errors import ErrorCode, PermanentError
-from apiplus.kafka import KafkaClientConfig
+from apiplus.kafka import KafkaClientConfig, KafkaClients
 from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
 from apiplus.schemas import validate
 from services.billing.core import INPUT_TYPES, BillingRules, TenantState, apply, close_invoice, due_closing
@@ -38,7 +38,10 @@ class BillingHandler:
         self.settings = settings
         self.rules = rules
         self.metrics = metrics
-        self.grace = timedelta(hours=settings.due_day_grace_hours)
+        self.grace = timedelta(seconds=settings.due_day_grace_seconds)
+
+    async def prepare(self, records: Sequence[Any]) -> None:
+        """Nothing to look up per batch: a tenant's state is all in the partition's table."""
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
         event = parse_input(record.value)
@@ -106,6 +109,6 @@ def build(settings: BillingSettings, registry: CollectorRegistry) -> Transaction
         changelog_topic=settings.state_topic,
         tick_interval=settings.tick_seconds,
     )
-    kafka = KafkaClientConfig.from_settings(settings, "apiplus-billing")
+    clients = KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-billing"))
     handler = BillingHandler(settings, rules, metrics)
-    return TransactionalProcessor(config, kafka, handler, metrics.worker.stage("billing"))
+    return TransactionalProcessor(config, clients, handler, metrics.worker.stage("billing"))

@@ -19,12 +19,14 @@ from apiplus.kafka import KafkaClientConfig
 from apiplus.offline import run_jsonl
 from apiplus.runtime import serve
 from apiplus.settings import load_settings
+from services.dispatch import providers
 from services.dispatch.core import Channel, parse_command, render_command
 from services.dispatch.metrics import DispatchMetrics
-from services.dispatch.providers import ProviderClient
+from services.dispatch.sender import ProviderClient
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.simloop import GatewayLoop
 from services.dispatch.simulator import serve as serve_simulator
+from services.dispatch.store import RedisRecordStore
 from services.dispatch.worker import Dispatcher
 
 
@@ -32,7 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", help="consume commands and deliver them").set_defaults(func=_run)
     r = commands.add_parser("render", help="commands (JSONL) on stdin -> provider requests on stdout")
-    r.add_argument("--provider", required=True, choices=("cloudapi", "evolution", "uazapi"))
+    r.add_argument("--provider", required=True, choices=[p for p in providers.NAMES if p != "simulator"])
     r.add_argument("--mode", choices=("plus", "plain"), default="plus", help="the channel's mode (default plus)")
     r.set_defaults(func=_render)
     s = commands.add_parser("simulator", help="run the local provider simulator")
@@ -51,11 +53,13 @@ def _run(_: argparse.Namespace) -> int:
     settings = load_settings(DispatchSettings)
     setup_logging("dispatch", settings.log_level, settings.kafka_log_level)
     registry = CollectorRegistry()
+    metrics = DispatchMetrics(registry)
     redis = redisio.connect(settings.redis_url.get_secret_value())
-    dispatcher = Dispatcher(
-        settings, KafkaClientConfig.from_settings(settings, "apiplus-dispatch"), redis,
-        ProviderClient(settings), DispatchMetrics(registry),
-    )
+    client = ProviderClient(providers.configure(), idempotent=settings.idempotent,
+                            timeout_seconds=settings.http_timeout_seconds, max_in_flight=settings.max_in_flight)
+    store = RedisRecordStore(redis, settings.dedupe_ttl_seconds, on_error=metrics.redis_errors.inc)
+    dispatcher = Dispatcher(settings, KafkaClientConfig.from_settings(settings, "apiplus-dispatch"), store, client,
+                            metrics)
 
     async def ready() -> dict[str, bool]:
         return {"kafka": dispatcher.is_ready(), "redis": await redisio.ping(redis)}

@@ -10,16 +10,20 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from apiplus.envelope import parse_rfc3339
 from apiplus.errors import ErrorCode, PermanentError
+from services.dispatch.providers import NAMES, Request, provider_class
+
+__all__ = ["PROVIDERS", "Channel", "Command", "Request", "authorize", "degrade", "effective_message",
+           "parse_command", "render", "render_command", "token_digest"]
 
 KINDS = ("text", "buttons", "list", "cta_url", "copy_code", "location_request")
 INTERACTIVE = frozenset(KINDS) - {"text"}
-PROVIDERS = ("cloudapi", "evolution", "uazapi", "simulator")
+PROVIDERS = NAMES
 
-# Limits from the official Cloud API documentation (REFERENCE.md, "WhatsApp interactive limits").
+# WhatsApp's limits for interactive messages, from the Cloud API reference (sources in docs/dispatch.md).
 TEXT_BODY = 4096
 INTERACTIVE_BODY = 1024
 LIST_BODY = 4096
@@ -84,16 +88,6 @@ class Command:
     @property
     def kind(self) -> str:
         return str(self.message["kind"])
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    body: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "path": self.path, "body": self.body}
 
 
 def _fail(code: ErrorCode, field_path: str, message: str) -> PermanentError:
@@ -344,145 +338,8 @@ def effective_message(command: Command, channel: Channel) -> dict[str, Any]:
 
 
 # --- rendering -------------------------------------------------------------------------------------
-def _unsupported(provider: str, what: str) -> PermanentError:
-    return _fail(ErrorCode.UNSUPPORTED, "message.kind", f"{provider} cannot send {what}")
-
-
 def render(provider: str, instance: str, to: str, message: dict[str, Any]) -> Request:
-    if provider not in _RENDERERS:
-        raise _fail(ErrorCode.UNSUPPORTED, "provider", f"unknown provider {provider!r}")
-    return _RENDERERS[provider](instance, to, message)
-
-
-def _cloud_interactive(kind: str, m: dict[str, Any], action: dict[str, Any]) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": kind}
-    if m.get("header"):
-        block["header"] = {"type": "text", "text": m["header"]}
-    block["body"] = {"text": m["body"]}
-    if m.get("footer"):
-        block["footer"] = {"text": m["footer"]}
-    block["action"] = action
-    return block
-
-
-def _render_cloudapi(instance: str, to: str, m: dict[str, Any]) -> Request:
-    base = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
-    kind = m["kind"]
-    if kind == "text":
-        body = {**base, "type": "text", "text": {"preview_url": False, "body": m["body"]}}
-    elif kind == "copy_code":
-        template = m.get("template")
-        if not template:
-            raise _fail(ErrorCode.UNSUPPORTED, "message.template",
-                        "cloudapi sends copy codes only in an approved template: name one in message.template")
-        body = {**base, "type": "template", "template": {
-            "name": template["name"],
-            "language": {"code": template["language"]},
-            "components": [
-                {"type": "body", "parameters": [{"type": "text", "text": m["body"]}]},
-                {"type": "button", "sub_type": "copy_code", "index": "0",
-                 "parameters": [{"type": "coupon_code", "coupon_code": m["code"]}]},
-            ],
-        }}
-    else:
-        if kind == "buttons":
-            action: dict[str, Any] = {"buttons": [
-                {"type": "reply", "reply": {"id": b["id"], "title": b["title"]}} for b in m["buttons"]
-            ]}
-            itype = "button"
-        elif kind == "list":
-            action = {"button": m["button"], "sections": [
-                {**({"title": s["title"]} if s.get("title") else {}),
-                 "rows": [{"id": r["id"], "title": r["title"],
-                           **({"description": r["description"]} if r.get("description") else {})}
-                          for r in s["rows"]]}
-                for s in m["sections"]
-            ]}
-            itype = "list"
-        elif kind == "cta_url":
-            action = {"name": "cta_url", "parameters": {"display_text": m["display_text"], "url": m["url"]}}
-            itype = "cta_url"
-        else:  # location_request
-            action = {"name": "send_location"}
-            itype = "location_request_message"
-        body = {**base, "type": "interactive", "interactive": _cloud_interactive(itype, m, action)}
-    return Request("POST", f"/{quote(instance, safe='')}/messages", body)
-
-
-def _render_evolution(instance: str, to: str, m: dict[str, Any]) -> Request:
-    kind = m["kind"]
-    name = quote(instance, safe="")
-    if kind == "text":
-        return Request("POST", f"/message/sendText/{name}", {"number": to, "text": m["body"]})
-    if kind == "list":
-        body = {
-            "number": to,
-            "title": m.get("header") or "",
-            "description": m["body"],
-            "buttonText": m["button"],
-            "footerText": m.get("footer") or "",
-            "sections": [
-                {"title": s.get("title") or "", "rows": [
-                    {"title": r["title"], "description": r.get("description") or "", "rowId": r["id"]}
-                    for r in s["rows"]
-                ]}
-                for s in m["sections"]
-            ],
-        }
-        return Request("POST", f"/message/sendList/{name}", body)
-    if kind == "location_request":
-        raise _unsupported("evolution", "location requests (it only sends location pins)")
-    if kind == "buttons":
-        buttons = [{"type": "reply", "displayText": b["title"], "id": b["id"]} for b in m["buttons"]]
-    elif kind == "cta_url":
-        buttons = [{"type": "url", "displayText": m["display_text"], "url": m["url"]}]
-    else:  # copy_code
-        buttons = [{"type": "copy", "displayText": m.get("display_text") or "Copiar código", "copyCode": m["code"]}]
-    body = {"number": to, "title": m.get("header") or "", "description": m["body"],
-            "footer": m.get("footer") or "", "buttons": buttons}
-    return Request("POST", f"/message/sendButtons/{name}", body)
-
-
-def _uaz_text(m: dict[str, Any]) -> str:
-    """uazapi menus have no header field: the header leads the text in bold."""
-    return f"*{m['header']}*\n{m['body']}" if m.get("header") else str(m["body"])
-
-
-def _render_uazapi(instance: str, to: str, m: dict[str, Any]) -> Request:
-    kind = m["kind"]
-    if kind == "text":
-        return Request("POST", "/send/text", {"number": to, "text": m["body"]})
-    if kind == "location_request":
-        return Request("POST", "/send/location-button", {"number": to, "text": m["body"]})
-    if kind == "list":
-        choices: list[str] = []
-        for s in m["sections"]:
-            if s.get("title"):
-                choices.append(f"[{s['title']}]")
-            choices += [f"{r['title']}|{r['id']}" + (f"|{r['description']}" if r.get("description") else "")
-                        for r in s["rows"]]
-        body: dict[str, Any] = {"number": to, "type": "list", "text": _uaz_text(m), "choices": choices,
-                                "listButton": m["button"]}
-    else:
-        if kind == "buttons":
-            choices = [f"{b['title']}|{b['id']}" for b in m["buttons"]]
-        elif kind == "cta_url":
-            choices = [f"{m['display_text']}|{m['url']}"]
-        else:  # copy_code
-            choices = [f"{m.get('display_text') or 'Copiar código'}|copy:{m['code']}"]
-        body = {"number": to, "type": "button", "text": _uaz_text(m), "choices": choices}
-    if m.get("footer"):
-        body["footerText"] = m["footer"]
-    return Request("POST", "/send/menu", body)
-
-
-_RENDERERS = {
-    "cloudapi": _render_cloudapi,
-    "evolution": _render_evolution,
-    "uazapi": _render_uazapi,
-    # The local simulator speaks the PLUS gateway's (uazapi) format.
-    "simulator": _render_uazapi,
-}
+    return provider_class(provider).render(instance, to, message)
 
 
 def render_command(command: Command, channel: Channel) -> Request:

@@ -1,11 +1,17 @@
-"""dispatch's settings (APIPLUS_DISPATCH_*), built once at start."""
+"""dispatch's settings (APIPLUS_DISPATCH_*), built once at start.
+
+Each provider's endpoint, credential and provider-specific pacing are in its own module under
+providers/ (`APIPLUS_DISPATCH_<PROVIDER>_*`); topic defaults come from the topic table.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from apiplus import topics
 from apiplus.settings import WorkerSettings
+from services.dispatch.providers import PacingDefaults
 
 
 class DispatchSettings(WorkerSettings):
@@ -14,20 +20,11 @@ class DispatchSettings(WorkerSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(9102, ge=0, le=65535)  # 0: any free port
     group_id: str = "apiplus-dispatch"
-    commands_topic: str = "apiplus.dispatch.commands.v1"
-    retry_topic: str = "apiplus.dispatch.retry.v1"
-    results_topic: str = "apiplus.dispatch.results.v1"
-    registry_topic: str = "apiplus.registry.channels.v1"
-    health_topic: str = "apiplus.ingest.health.v1"
-    # Provider endpoints. Credentials are secrets: never logged, never in a result or DLQ record.
-    cloudapi_url: str = "https://graph.facebook.com/v21.0"
-    cloudapi_token: SecretStr = SecretStr("")
-    evolution_url: str = "http://127.0.0.1:8080"
-    evolution_apikey: SecretStr = SecretStr("")
-    uazapi_url: str = "http://127.0.0.1:8081"
-    uazapi_token: SecretStr = SecretStr("")
-    simulator_url: str = "http://127.0.0.1:18080"
-    simulator_token: SecretStr = SecretStr("simulator")
+    commands_topic: str = topics.DISPATCH_COMMANDS.name
+    retry_topic: str = topics.DISPATCH_RETRY.name
+    results_topic: str = topics.DISPATCH_RESULTS.name
+    registry_topic: str = topics.REGISTRY_CHANNELS.name
+    health_topic: str = topics.INGEST_HEALTH.name
     # Providers (or proxies in front of them) that honour Idempotency-Key: a send whose outcome is
     # unknown after a crash or timeout is retried only there; elsewhere it ends as failed/delivery_unknown.
     idempotent_providers: str = "simulator"
@@ -39,8 +36,6 @@ class DispatchSettings(WorkerSettings):
     min_gap_ms: int = Field(4000, ge=0)
     jitter_ms: int = Field(3000, ge=0)
     hourly_cap: int = Field(300, ge=1)
-    cloudapi_rate_per_second: float = Field(80.0, gt=0)
-    cloudapi_recipient_gap_ms: int = Field(6000, ge=0)
     # Held messages for channels that are not open.
     send_when_health_unknown: bool = True
     max_queue_per_channel: int = Field(1000, ge=1)
@@ -53,3 +48,11 @@ class DispatchSettings(WorkerSettings):
     retry_delay_seconds: float = Field(60.0, ge=0)
     dedupe_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     commit_interval_seconds: float = Field(1.0, gt=0)
+
+    @property
+    def idempotent(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.idempotent_providers.split(",") if p.strip())
+
+    @property
+    def pacing_defaults(self) -> PacingDefaults:
+        return PacingDefaults(self.min_gap_ms, self.jitter_ms, self.hourly_cap)

@@ -43,7 +43,7 @@ def _run(_: argparse.Namespace) -> int:
         }
 
     return serve([normalise, health], registry=registry, ready=ready, http_host=settings.http_host,
-                 http_port=settings.http_port, on_stop=redis.aclose)
+                 http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=normalise.metrics.ready)
 
 
 def _normalize(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from apiplus.errors import ErrorCode, PermanentError
 PRODUCER = "apiplus-ingest"
 DIALECTS = ("cloudapi", "evolution", "uazapi")
 
-# Baileys / WhatsApp Web disconnect codes -> reason names (REFERENCE: "Baileys disconnect codes").
+# Baileys / WhatsApp Web disconnect codes -> reason names (docs/facts.md#whatsapp-connection-codes-ingest).
 DISCONNECT_REASONS = {
     401: "logged_out",
     402: "payment_required",

@@ -1,10 +1,11 @@
-"""ingest's settings (APIPLUS_INGEST_*), built once at start."""
+"""ingest's settings (APIPLUS_INGEST_*), built once at start. Durations in seconds; topics from apiplus.topics."""
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from apiplus import topics
 from apiplus.settings import WorkerSettings
 
 
@@ -15,17 +16,17 @@ class IngestSettings(WorkerSettings):
     http_port: int = Field(9101, ge=0, le=65535)  # 0: any free port
     group_id: str = "apiplus-ingest"
     health_group_id: str = "apiplus-ingest-health"
-    raw_topic: str = "apiplus.ingest.raw.v1"
+    raw_topic: str = topics.INGEST_RAW.name
     # Evolution API's own Kafka integration: per-instance topics and its global topic.
     evolution_pattern: str = r"evolution\..*"
     subscribe_evolution: bool = True
-    events_topic: str = "apiplus.ingest.events.v1"
-    health_topic: str = "apiplus.ingest.health.v1"
-    state_topic: str = "apiplus.ingest.channel-state.v1"
+    events_topic: str = topics.INGEST_EVENTS.name
+    health_topic: str = topics.INGEST_HEALTH.name
+    state_topic: str = topics.INGEST_CHANNEL_STATE.name
     max_payload_bytes: int = Field(512 * 1024, ge=1024)
     dedupe_window_seconds: int = Field(24 * 3600, ge=60)
     flapping_disconnects: int = Field(5, ge=2)
-    flapping_window_minutes: float = Field(10, gt=0)
+    flapping_window_seconds: float = Field(600, gt=0)
     qr_loop_codes: int = Field(5, ge=2)
-    stale_after_minutes: float = Field(30, gt=0)
+    stale_after_seconds: float = Field(1800, gt=0)
     tick_seconds: float = Field(15, gt=0)

@@ -21,9 +21,10 @@ from redis.exceptions import RedisError
 
 from apiplus.decode import parse_object
 from apiplus.errors import ErrorCode, PermanentError, TransientError
-from apiplus.kafka import KafkaClientConfig
+from apiplus.kafka import KafkaClientConfig, KafkaClients
 from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
 from apiplus.schemas import validate
+from apiplus.topics import dlq_name
 from services.ingest.core import Context, normalize
 from services.ingest.health import CONDITIONS, STATES, ChannelHealth, HealthRules, observe, settle
 from services.ingest.metrics import IngestMetrics
@@ -142,6 +143,9 @@ class HealthHandler:
         self.metrics = metrics
         self._census: dict[int, tuple[collections.Counter[str], collections.Counter[str]]] = {}
 
+    async def prepare(self, records: Sequence[Any]) -> None:
+        """Nothing to look up per batch: a channel's health is all in the partition's table."""
+
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
         event = parse_object(record.value)
         channel_id = event.get("channel_id")
@@ -199,8 +203,8 @@ def build(
     settings: IngestSettings, registry: CollectorRegistry, redis: aioredis.Redis
 ) -> tuple[TransactionalProcessor, TransactionalProcessor]:
     metrics = IngestMetrics(registry)
-    kafka = KafkaClientConfig.from_settings(settings, "apiplus-ingest")
-    raw_dlq = f"{settings.raw_topic}.dlq"
+    clients = KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-ingest"))
+    raw_dlq = dlq_name(settings.raw_topic)
     pattern = None
     topics: list[str] = [settings.raw_topic]
     if settings.subscribe_evolution:
@@ -221,15 +225,15 @@ def build(
             dlq_for=lambda _topic: raw_dlq,
             lag_topic_label=lambda topic: "evolution.*" if is_external(topic) else topic,
         ),
-        kafka,
+        clients,
         NormalizeHandler(settings, redis, metrics),
         metrics.worker.stage("normalize"),
     )
     rules = HealthRules(
         flapping_disconnects=settings.flapping_disconnects,
-        flapping_window=timedelta(minutes=settings.flapping_window_minutes),
+        flapping_window=timedelta(seconds=settings.flapping_window_seconds),
         qr_loop_codes=settings.qr_loop_codes,
-        stale_after=timedelta(minutes=settings.stale_after_minutes),
+        stale_after=timedelta(seconds=settings.stale_after_seconds),
     )
     health = TransactionalProcessor(
         ProcessorConfig(
@@ -239,7 +243,7 @@ def build(
             changelog_topic=settings.state_topic,
             tick_interval=settings.tick_seconds,
         ),
-        kafka,
+        clients,
         HealthHandler(settings, rules, redis, metrics),
         metrics.worker.stage("health"),
     )

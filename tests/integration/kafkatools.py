@@ -16,6 +16,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from apiplus.kafka import KafkaClientConfig, KafkaClients
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -88,13 +90,13 @@ async def read_all(
     await consumer.start()
     out: list[Any] = []
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
+        clients = KafkaClients(KafkaClientConfig(bootstrap()))
+        partitions = await clients.partitions_for(topic)
         for _ in range(20):
             if partitions:
                 break
             await asyncio.sleep(0.1)
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
+            partitions = await clients.partitions_for(topic)
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         deadline = time.monotonic() + timeout
         quiet_until: float | None = None

@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry
 
 from apiplus import redisio
 from apiplus.kafka import KafkaClientConfig
+from services.dispatch import providers
 from services.dispatch.metrics import DispatchMetrics
-from services.dispatch.providers import ProviderClient
+from services.dispatch.sender import ProviderClient
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.simulator import Faults
+from services.dispatch.store import RedisRecordStore
 from services.dispatch.worker import Dispatcher
 from tests.integration.dispatchtools import (
     RUN,
@@ -50,21 +52,40 @@ async def _topics(partitions: int = 3) -> dict[str, str]:
     return topics
 
 
+def _split(env: dict[str, str]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """APIPLUS_DISPATCH_* variables as (service fields, per-provider fields)."""
+    fields: dict[str, str] = {}
+    per_provider: dict[str, dict[str, str]] = {name: {} for name in providers.NAMES}
+    for key, value in env.items():
+        name = key.removeprefix("APIPLUS_DISPATCH_").lower()
+        if not key.startswith("APIPLUS_DISPATCH_"):
+            continue
+        provider = next((p for p in providers.NAMES if name.startswith(p + "_")), None)
+        if provider is None:
+            fields[name] = value
+        else:
+            per_provider[provider][name.removeprefix(provider + "_")] = value
+    return fields, per_provider
+
+
 class InProcess:
     def __init__(self, topics: dict[str, str], simulator: RunningSimulator, **extra: str) -> None:
         env = dispatch_env(topics, simulator.url, **extra)
-        fields = {k.removeprefix("APIPLUS_DISPATCH_").lower(): v for k, v in env.items()
-                  if k.startswith("APIPLUS_DISPATCH_")}
+        fields, per_provider = _split(env)
         self.settings = DispatchSettings(kafka_bootstrap=env["APIPLUS_KAFKA_BOOTSTRAP"],
                                          redis_url=env["APIPLUS_REDIS_URL"], **fields)
         self.redis = redisio.connect(env["APIPLUS_REDIS_URL"])
-        self.dispatcher = Dispatcher(self.settings, KafkaClientConfig(self.settings.kafka_bootstrap), self.redis,
-                                     ProviderClient(self.settings), DispatchMetrics(CollectorRegistry()))
+        client = ProviderClient(providers.configure(per_provider), idempotent=self.settings.idempotent,
+                                timeout_seconds=self.settings.http_timeout_seconds,
+                                max_in_flight=self.settings.max_in_flight)
+        self.dispatcher = Dispatcher(self.settings, KafkaClientConfig(self.settings.kafka_bootstrap),
+                                     RedisRecordStore(self.redis, self.settings.dedupe_ttl_seconds), client,
+                                     DispatchMetrics(CollectorRegistry()))
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Dispatcher:
         self.task = asyncio.create_task(self.dispatcher.run())
-        await wait_for(lambda: self.dispatcher.is_ready() and bool(self.dispatcher.trackers), timeout=30)
+        await wait_for(lambda: self.dispatcher.is_ready() and bool(self.dispatcher.commits.trackers), timeout=30)
         return self.dispatcher
 
     async def __aexit__(self, *exc: object) -> None:

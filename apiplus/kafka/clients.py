@@ -1,0 +1,78 @@
+"""Every aiokafka client the workers build, made in one place from one `KafkaClientConfig`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from apiplus.kafka.config import KafkaClientConfig
+from apiplus.kafka.types import Consumer, Producer, TransactionalProducer
+
+log = logging.getLogger("apiplus.kafka")
+
+
+class KafkaClients:
+    """The `ClientFactory` of the workers: aiokafka clients with the project's settings."""
+
+    def __init__(self, config: KafkaClientConfig) -> None:
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"KafkaClients({self.config!r})"
+
+    def group_consumer(self, group_id: str, *, max_poll_records: int = 500) -> Consumer:
+        consumer: Consumer = AIOKafkaConsumer(
+            **self.config.options(),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=max_poll_records,
+            metadata_max_age_ms=30000,
+        )
+        return consumer
+
+    def reader(self) -> Consumer:
+        consumer: Consumer = AIOKafkaConsumer(
+            **self.config.options(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+        )
+        return consumer
+
+    def producer(self, *, linger_ms: int = 5) -> Producer:
+        producer: Producer = AIOKafkaProducer(
+            **self.config.options(), enable_idempotence=True, acks="all", linger_ms=linger_ms
+        )
+        return producer
+
+    def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
+        producer: TransactionalProducer = AIOKafkaProducer(
+            **self.config.options(),
+            transactional_id=transactional_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+        )
+        return producer
+
+    def admin(self) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(**self.config.options())
+
+    async def partitions_for(self, topic: str) -> list[int]:
+        admin = self.admin()
+        await admin.start()
+        try:
+            described = await admin.describe_topics([topic])
+        except KafkaError as exc:
+            log.warning("topic metadata unavailable", extra={"topic": topic, "error": type(exc).__name__})
+            return []
+        finally:
+            with contextlib.suppress(KafkaError, OSError):
+                await admin.close()
+        for entry in described:
+            if entry.get("topic") == topic and entry.get("error_code", 0) == 0:
+                return sorted(p["partition"] for p in entry.get("partitions", ()))
+        return []

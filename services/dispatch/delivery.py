@@ -1,0 +1,128 @@
+"""The send step of one job: at most one provider call per command, then its one terminal result.
+
+Retries in place with capped exponential backoff (honouring Retry-After), then parks the command in
+the retry topic, then dead-letters it. The send record (record.py) is written before every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from apiplus.errors import ErrorCode, PermanentError
+from services.dispatch.clock import Clock
+from services.dispatch.commits import Commits
+from services.dispatch.core import render_command
+from services.dispatch.job import Job
+from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.outcome import DELIVERY_UNKNOWN, Failure, ResultState
+from services.dispatch.providers import Request
+from services.dispatch.record import SendState, done, retrying, sending, sent
+from services.dispatch.results import Outputs
+from services.dispatch.sender import SendFailed, SendUnavailable
+from services.dispatch.store import SendRecords
+
+Sender = Callable[[str, Request, str], Awaitable[tuple[str, float]]]  # (provider, request, key) -> (id, s)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts_in_place: int
+    rounds: int  # passes through the retry topic before giving up
+    round_delay: float  # seconds a parked command waits
+    backoff: Callable[[int], float]  # seconds before in-place attempt n + 1
+
+
+class Delivery:
+    def __init__(self, *, send: Sender, idempotent: Callable[[str], bool], records: SendRecords, outputs: Outputs,
+                 commits: Commits, metrics: DispatchMetrics, clock: Clock, policy: RetryPolicy,
+                 max_in_flight: int) -> None:
+        self.send = send
+        self.idempotent = idempotent
+        self.records = records
+        self.outputs = outputs
+        self.commits = commits
+        self.metrics = metrics
+        self.clock = clock
+        self.policy = policy
+        self._semaphore = asyncio.Semaphore(max_in_flight)
+
+    async def finish(self, job: Job, state: ResultState, *, message_id: str | None = None,
+                     error: Failure | None = None) -> None:
+        """The terminal result, acknowledged; then the record says DONE; then the offset may be committed."""
+        await self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error)
+        job.record = await self.records.step(job.command_id, job.record, done(str(state), message_id))
+        self.commits.done(job.tp, job.offset)
+
+    def skip(self, job: Job) -> None:
+        """A redelivered copy of a finished command."""
+        self.metrics.duplicates.inc()
+        self.commits.done(job.tp, job.offset)
+
+    def finished_here(self, job: Job) -> bool:
+        current = self.records.current(job.command_id, job.record)
+        return current is not None and current.state is SendState.DONE
+
+    async def deliver(self, job: Job) -> None:
+        current = self.records.current(job.command_id, job.record)
+        state = current.state if current is not None else None
+        if state is SendState.DONE:
+            return self.skip(job)
+        if state is SendState.SENT:
+            return await self.finish(job, ResultState.SENT, message_id=current.message_id if current else None)
+        if state is SendState.SENDING and not self.idempotent(job.channel.provider):
+            return await self.finish(job, ResultState.FAILED, error=DELIVERY_UNKNOWN)
+        request = render_command(job.command, job.channel)
+        for attempt in range(1, self.policy.attempts_in_place + 1):
+            job.record = await self.records.step(job.command_id, job.record, sending())
+            try:
+                message_id = await self._call(job, request)
+            except SendFailed as exc:
+                return await self.finish(job, ResultState.FAILED, error=Failure(
+                    "provider_rejected", f"the provider refused the request with HTTP {exc.status}",
+                    provider_status=exc.status))
+            except SendUnavailable as exc:
+                if exc.ambiguous and not self.idempotent(job.channel.provider):
+                    return await self.finish(job, ResultState.FAILED, error=Failure(
+                        "delivery_unknown", f"{exc.reason}: the message may have been delivered; not sent again",
+                        provider_status=exc.status))
+                if not exc.ambiguous:
+                    job.record = await self.records.step(job.command_id, job.record, retrying())
+                if attempt == self.policy.attempts_in_place:
+                    return await self._park(job, exc)
+                self.metrics.retries.labels(where="in_place").inc()
+                await self.clock.sleep(exc.retry_after if exc.retry_after is not None else self.policy.backoff(attempt))
+                continue
+            job.record = await self.records.step(job.command_id, job.record, sent(message_id))
+            return await self.finish(job, ResultState.SENT, message_id=message_id)
+
+    async def _call(self, job: Job, request: Request) -> str:
+        provider = job.channel.provider
+        try:
+            async with self._semaphore:
+                self.metrics.in_flight.inc()
+                try:
+                    message_id, elapsed = await self.send(provider, request, job.command_id)
+                finally:
+                    self.metrics.in_flight.dec()
+        except SendFailed:
+            self.metrics.sends.labels(provider=provider, outcome="failed").inc()
+            raise
+        except SendUnavailable:
+            self.metrics.sends.labels(provider=provider, outcome="unavailable").inc()
+            raise
+        self.metrics.sends.labels(provider=provider, outcome="sent").inc()
+        self.metrics.send_duration.labels(provider=provider).observe(elapsed)
+        return message_id
+
+    async def _park(self, job: Job, exc: SendUnavailable) -> None:
+        """In-place attempts used up: to the retry topic (this command gives up its place), or fail for good."""
+        if job.retry_round >= self.policy.rounds:
+            error = PermanentError(ErrorCode.RETRIES_EXHAUSTED, f"provider unavailable: {exc.reason}")
+            await self.outputs.dead_letter(job.tp.topic, job.tp.partition, job.offset, job.raw,
+                                           job.channel_id.encode(), error)
+            return await self.finish(job, ResultState.FAILED, error=Failure.of(error, exc.status))
+        self.metrics.retries.labels(where="retry_topic").inc()
+        await self.outputs.park(job.channel_id, job.raw, job.retry_round + 1, self.policy.round_delay)
+        self.commits.done(job.tp, job.offset)

@@ -1,0 +1,104 @@
+"""Intake: a fetched batch of commands becomes jobs in lanes, or refusals with a result and a dead letter.
+
+Every command is validated, authorised (by channel token; commands from the retry topic carry none and
+are checked only for channel status) and rendered before it is queued, so what the provider cannot
+carry is refused at once. The batch's send records are read in one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from apiplus.decode import parse_object
+from apiplus.envelope import parse_rfc3339
+from apiplus.errors import ErrorCode, PermanentError
+from services.dispatch.clock import Clock
+from services.dispatch.commits import Commits
+from services.dispatch.core import Channel, Command, authorize, parse_command, render_command
+from services.dispatch.holding import Deadlines
+from services.dispatch.job import Job
+from services.dispatch.lanes import Lanes
+from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.outcome import Failure, ResultState
+from services.dispatch.record import SendRecord, SendState
+from services.dispatch.results import NOT_BEFORE_HEADER, RETRY_HEADER, Outputs
+from services.dispatch.store import SendRecords
+
+
+def _text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+class Intake:
+    def __init__(self, *, retry_topic: str, channel: Callable[[str], Channel | None], records: SendRecords,
+                 lanes: Lanes, outputs: Outputs, commits: Commits, metrics: DispatchMetrics,
+                 clock: Clock, max_hold: float) -> None:
+        self.retry_topic = retry_topic
+        self.channel = channel
+        self.records = records
+        self.lanes = lanes
+        self.outputs = outputs
+        self.commits = commits
+        self.metrics = metrics
+        self.clock = clock
+        self.max_hold = max_hold
+
+    async def accept_batch(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        source = "retry" if tp.topic == self.retry_topic else "commands"
+        decoded: list[tuple[Any, dict[str, Any]]] = []
+        for record in records:
+            self.commits.add(tp, record.offset)
+            self.metrics.commands.labels(source=source).inc()
+            try:
+                decoded.append((record, parse_object(record.value)))
+            except PermanentError as exc:
+                await self.outputs.dead_letter(record.topic, record.partition, record.offset, record.value,
+                                               record.key, exc)
+                self.commits.done(tp, record.offset)
+        stored = await self.records.read([_text(data, "command_id") or "" for _, data in decoded])
+        for record, data in decoded:
+            await self.accept(tp, record, data, stored.get(_text(data, "command_id") or ""))
+
+    async def accept(self, tp: TopicPartition, record: Any, data: dict[str, Any], stored: SendRecord | None) -> None:
+        try:
+            command, channel = self._check(tp, data)
+        except PermanentError as exc:
+            await self._refuse(tp, record, data, exc)
+            return
+        if stored is not None and stored.state is SendState.DONE:
+            self.metrics.duplicates.inc()
+            self.commits.done(tp, record.offset)
+            return
+        headers = dict(record.headers or ())
+        now = self.clock.now()
+        not_after = parse_rfc3339(command.not_after).timestamp() if command.not_after is not None else None
+        await self.lanes.add(Job(
+            tp=tp, offset=record.offset, command=command, channel=channel, raw=record.value,
+            deadlines=Deadlines(accepted_at=now, not_after=not_after, max_hold=self.max_hold),
+            retry_round=int(headers.get(RETRY_HEADER, b"0") or 0),
+            not_before=float(headers.get(NOT_BEFORE_HEADER, b"0") or 0),
+            record=stored,
+        ))
+
+    def _check(self, tp: TopicPartition, data: dict[str, Any]) -> tuple[Command, Channel]:
+        command = parse_command(data)
+        channel = self.channel(command.channel_id)
+        if tp.topic != self.retry_topic:
+            authorize(command, data.get("token"), channel)
+        elif channel is None or channel.status != "active":
+            raise PermanentError(ErrorCode.CHANNEL_INACTIVE, "the channel is no longer active", "channel_id")
+        assert channel is not None
+        render_command(command, channel)  # refuse what the provider cannot carry before queueing
+        return command, channel
+
+    async def _refuse(self, tp: TopicPartition, record: Any, data: dict[str, Any], exc: PermanentError) -> None:
+        self.metrics.rejects.labels(code=str(exc.code)).inc()
+        command_id, channel_id = _text(data, "command_id"), _text(data, "channel_id")
+        if command_id and channel_id and await self.records.claim_terminal(command_id, str(ResultState.REJECTED)):
+            await self.outputs.result(command_id, channel_id, ResultState.REJECTED, error=Failure.of(exc))
+        await self.outputs.dead_letter(record.topic, record.partition, record.offset, record.value, record.key, exc)
+        self.commits.done(tp, record.offset)

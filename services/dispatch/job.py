@@ -1,0 +1,33 @@
+"""One accepted command on its way through a lane."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+
+from services.dispatch.core import Channel, Command
+from services.dispatch.holding import Deadlines
+from services.dispatch.record import SendRecord
+
+
+@dataclass
+class Job:
+    tp: TopicPartition
+    offset: int
+    command: Command
+    channel: Channel
+    raw: bytes
+    deadlines: Deadlines
+    retry_round: int = 0
+    not_before: float = 0.0
+    held_reported: bool = False
+    record: SendRecord | None = None  # the send record as last read or written by this process
+
+    @property
+    def command_id(self) -> str:
+        return self.command.command_id
+
+    @property
+    def channel_id(self) -> str:
+        return self.channel.channel_id

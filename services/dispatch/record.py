@@ -1,0 +1,85 @@
+"""The send record: what this service knows of one command's provider call. Pure.
+
+    (absent) --> SENDING --> SENT --> DONE
+                  |  ^  \\
+                  v  |   `--> DONE  (refused by the provider, or outcome unknown and not resent)
+               RETRYING --> DONE    (retries exhausted)
+    (absent) --> DONE               (refused at intake, expired, queue full)
+
+`SENDING` is written before every request: finding it on redelivery means an earlier attempt's
+outcome is unknown. `RETRYING` means the provider answered that it did not take the request (429, 5xx,
+connection refused), so sending again is safe. `SENT` holds the provider's message id. `DONE` means
+the terminal result is written; a redelivered copy is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class SendState(StrEnum):
+    SENDING = "sending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    DONE = "done"
+
+
+ALLOWED: dict[SendState | None, frozenset[SendState]] = {
+    None: frozenset({SendState.SENDING, SendState.DONE}),
+    SendState.SENDING: frozenset({SendState.SENDING, SendState.RETRYING, SendState.SENT, SendState.DONE}),
+    SendState.RETRYING: frozenset({SendState.SENDING, SendState.DONE}),
+    SendState.SENT: frozenset({SendState.DONE}),
+    SendState.DONE: frozenset(),
+}
+
+
+class InvalidTransition(Exception):
+    """A programming error: the worker tried a step the state machine does not allow."""
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    state: SendState
+    message_id: str | None = None
+    terminal: str | None = None  # the terminal result state, once DONE
+
+    def to_json(self) -> bytes:
+        value: dict[str, Any] = {"state": str(self.state)}
+        if self.state in (SendState.SENT, SendState.DONE):
+            value["message_id"] = self.message_id
+        if self.state is SendState.DONE:
+            value["terminal"] = self.terminal
+        return orjson.dumps(value)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> SendRecord:
+        value = orjson.loads(raw)
+        return cls(SendState(value["state"]), value.get("message_id"), value.get("terminal"))
+
+
+def advance(current: SendRecord | None, new: SendRecord) -> SendRecord:
+    """`new` if the machine allows the step from `current`; raises InvalidTransition otherwise."""
+    before = current.state if current is not None else None
+    if new.state not in ALLOWED[before]:
+        raise InvalidTransition(f"send record cannot go from {before} to {new.state}")
+    return new
+
+
+def sending() -> SendRecord:
+    return SendRecord(SendState.SENDING)
+
+
+def retrying() -> SendRecord:
+    return SendRecord(SendState.RETRYING)
+
+
+def sent(message_id: str) -> SendRecord:
+    return SendRecord(SendState.SENT, message_id)
+
+
+def done(terminal: str, message_id: str | None = None) -> SendRecord:
+    return SendRecord(SendState.DONE, message_id, terminal)

@@ -1,0 +1,117 @@
+"""Where send records live: Redis in the worker, memory in tests; and the guard that checks each step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from apiplus.redisio import RedisBatcher
+from services.dispatch.record import SendRecord, SendState, advance, done
+
+log = logging.getLogger("apiplus.dispatch")
+KEY_PREFIX = "apiplus:dispatch:cmd:"
+FINISHED_MEMORY = 100_000
+
+
+class RecordStore(Protocol):
+    async def get_many(self, command_ids: Sequence[str]) -> dict[str, SendRecord]: ...
+
+    async def put(self, command_id: str, record: SendRecord) -> None: ...
+
+    async def put_if_absent(self, command_id: str, record: SendRecord) -> bool: ...
+
+
+class MemoryRecordStore:
+    def __init__(self) -> None:
+        self.records: dict[str, SendRecord] = {}
+
+    async def get_many(self, command_ids: Sequence[str]) -> dict[str, SendRecord]:
+        return {i: self.records[i] for i in command_ids if i in self.records}
+
+    async def put(self, command_id: str, record: SendRecord) -> None:
+        self.records[command_id] = record
+
+    async def put_if_absent(self, command_id: str, record: SendRecord) -> bool:
+        if command_id in self.records:
+            return False
+        self.records[command_id] = record
+        return True
+
+
+class RedisRecordStore:
+    """`apiplus:dispatch:cmd:<command_id>` with a TTL. Redis holds the exactly-once record: an outage is
+    waited out (retrying with backoff) rather than guessed around."""
+
+    def __init__(self, redis: aioredis.Redis, ttl_seconds: int, on_error: Callable[[], None] = lambda: None,
+                 backoff: Callable[[int], float] = lambda attempt: min(5.0, 0.1 * 2**attempt)) -> None:
+        self.redis = redis
+        self.batcher = RedisBatcher(redis)
+        self.ttl = ttl_seconds
+        self.on_error = on_error
+        self.backoff = backoff
+
+    async def get_many(self, command_ids: Sequence[str]) -> dict[str, SendRecord]:
+        if not command_ids:
+            return {}
+        values = await self._retrying(lambda: self.redis.mget([KEY_PREFIX + i for i in command_ids]))
+        return {i: SendRecord.from_json(v) for i, v in zip(command_ids, values, strict=True) if v is not None}
+
+    async def put(self, command_id: str, record: SendRecord) -> None:
+        await self._retrying(lambda: self.batcher.execute("SET", KEY_PREFIX + command_id, record.to_json(),
+                                                          "EX", self.ttl))
+
+    async def put_if_absent(self, command_id: str, record: SendRecord) -> bool:
+        return bool(await self._retrying(lambda: self.redis.set(KEY_PREFIX + command_id, record.to_json(), nx=True,
+                                                                ex=self.ttl)))
+
+    async def _retrying(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                self.on_error()
+                log.warning("redis unavailable; retrying", extra={"attempt": attempt, "error": type(exc).__name__})
+                await asyncio.sleep(self.backoff(attempt))
+
+
+class SendRecords:
+    """Every write goes through the state machine (record.advance) from the last state this process saw.
+
+    Commands finished here are remembered (bounded), so a second copy of a command in the same batch,
+    read before the first finished, is still recognised as done.
+    """
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+        self._finished: dict[str, None] = {}
+
+    async def read(self, command_ids: Sequence[str]) -> dict[str, SendRecord]:
+        return await self.store.get_many(list(dict.fromkeys(i for i in command_ids if i)))
+
+    def current(self, command_id: str, read: SendRecord | None) -> SendRecord | None:
+        return done("unknown") if command_id in self._finished else read
+
+    async def step(self, command_id: str, current: SendRecord | None, new: SendRecord) -> SendRecord:
+        await self.store.put(command_id, advance(current, new))
+        if new.state is SendState.DONE:
+            self._remember(command_id)
+        return new
+
+    async def claim_terminal(self, command_id: str, terminal: str) -> bool:
+        """For refusals at intake: record the end unless the command has a record already."""
+        claimed = await self.store.put_if_absent(command_id, done(terminal))
+        if claimed:
+            self._remember(command_id)
+        return claimed
+
+    def _remember(self, command_id: str) -> None:
+        self._finished[command_id] = None
+        if len(self._finished) > FINISHED_MEMORY:
+            del self._finished[next(iter(self._finished))]

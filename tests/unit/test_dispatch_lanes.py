@@ -1,0 +1,329 @@
+"""dispatch's lanes and delivery on a hand-moved clock, in-memory records and a fake producer.
+
+No broker, no Redis, no sleeps: each test moves the clock and lets the event loop settle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from services.dispatch.commits import Commits
+from services.dispatch.core import Channel, parse_command
+from services.dispatch.delivery import Delivery, RetryPolicy
+from services.dispatch.holding import Deadlines
+from services.dispatch.job import Job
+from services.dispatch.lanes import LaneRules, Lanes
+from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.providers import PacingRule, Request
+from services.dispatch.record import SendState, sending
+from services.dispatch.results import RETRY_HEADER, Outputs
+from services.dispatch.sender import SendFailed, SendUnavailable
+from services.dispatch.store import MemoryRecordStore, SendRecords
+
+T0 = 1_700_000_000.0
+TP = TopicPartition("commands", 0)
+
+
+class HandClock:
+    """Time moves only when the test says so; sleepers wake in deadline order."""
+
+    def __init__(self) -> None:
+        self.t = T0
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._timers, (self.t + max(0.0, seconds), next(self._seq), future))
+        await future
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        waiter = asyncio.ensure_future(event.wait())
+        await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        sleeper.cancel()
+        waiter.cancel()
+
+    async def advance(self, seconds: float) -> None:
+        target = self.t + seconds
+        await settle()
+        while self._timers and self._timers[0][0] <= target:
+            deadline, _, future = heapq.heappop(self._timers)
+            self.t = max(self.t, deadline)
+            if not future.done():
+                future.set_result(None)
+            await settle()
+        self.t = target
+        await settle()
+
+
+async def settle() -> None:
+    for _ in range(30):
+        await asyncio.sleep(0)
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, dict[str, Any], dict[str, bytes]]] = []
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        self.sent.append((topic, key, orjson.loads(value) if value else {}, dict(headers or [])))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    def results(self) -> list[tuple[str, str]]:
+        return [(v["command_id"], v["state"]) for t, _, v, _ in self.sent if t == "results"]
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [v for t, _, v, _ in self.sent if t == topic]
+
+
+class FakeProvider:
+    """Answers from a script of outcomes (an exception to raise, or a message id), then "SIM<n>"."""
+
+    def __init__(self) -> None:
+        self.script: list[Exception | str] = []
+        self.calls: list[tuple[str, str, float]] = []  # (provider, idempotency key, clock time)
+        self.clock: HandClock | None = None
+
+    async def send(self, provider: str, request: Request, key: str) -> tuple[str, float]:
+        assert self.clock is not None
+        self.calls.append((provider, key, self.clock.now()))
+        outcome = self.script.pop(0) if self.script else f"SIM{len(self.calls)}"
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome, 0.01
+
+
+class Rig:
+    def __init__(self, *, pacing: Callable[[Channel], PacingRule] | None = None, max_queue: int = 1000,
+                 idempotent: bool = True) -> None:
+        self.clock = HandClock()
+        self.producer = FakeProducer()
+        self.provider = FakeProvider()
+        self.provider.clock = self.clock
+        self.store = MemoryRecordStore()
+        self.commits = Commits()
+        self.commits.assign([TP])
+        self.open: dict[str, bool] = {}
+        metrics = DispatchMetrics(CollectorRegistry())
+        self.outputs = Outputs(self.producer, results_topic="results", dlq_topic="commands.dlq",
+                               retry_topic="retry", metrics=metrics, clock=self.clock)
+        self.delivery = Delivery(
+            send=self.provider.send, idempotent=lambda _: idempotent, records=SendRecords(self.store),
+            outputs=self.outputs, commits=self.commits, metrics=metrics, clock=self.clock, max_in_flight=8,
+            policy=RetryPolicy(attempts_in_place=3, rounds=1, round_delay=60.0,
+                               backoff=lambda attempt: 0.5 * 2 ** (attempt - 1)),
+        )
+        self.lanes = Lanes(delivery=self.delivery, outputs=self.outputs, clock=self.clock, rules=LaneRules(
+            is_open=lambda channel_id: self.open.get(channel_id, True), pacing=pacing, max_queue=max_queue,
+            drain_timeout=1.0, draw=lambda: 0.0))
+        self._offsets = itertools.count()
+
+    async def add(self, name: str, channel: str = "ch", *, not_after: float | None = None, to: str = "5511999990000",
+                  **job: Any) -> Job:
+        data = {"command_id": name, "channel_id": channel, "token": "tok", "to": to,
+                "message": {"kind": "text", "body": name}}
+        offset = next(self._offsets)
+        self.commits.add(TP, offset)
+        queued = Job(tp=TP, offset=offset, command=parse_command(data), raw=orjson.dumps(data),
+                     channel=Channel(channel, "t", "x", "simulator", "plus", "active"),
+                     deadlines=Deadlines(self.clock.now(), not_after, max_hold=3600.0), **job)
+        await self.lanes.add(queued)
+        await settle()
+        return queued
+
+    def sent(self) -> list[str]:
+        return [key for _, key, _ in self.provider.calls]
+
+    def state(self, command_id: str) -> SendState | None:
+        record = self.store.records.get(command_id)
+        return record.state if record else None
+
+
+async def test_held_channel_reports_held_once_and_sends_in_order_when_it_opens() -> None:
+    rig = Rig()
+    rig.open["ch"] = False
+    for i in range(3):
+        await rig.add(f"c{i}")
+    await rig.clock.advance(600)
+    assert rig.sent() == []
+    assert rig.producer.results() == [("c0", "queued"), ("c0", "held"), ("c1", "queued"), ("c1", "held"),
+                                      ("c2", "queued"), ("c2", "held")]
+    assert rig.lanes.counts() == (3, 3, 0)
+    rig.open["ch"] = True
+    rig.lanes.wake("ch")
+    await settle()
+    assert rig.sent() == ["c0", "c1", "c2"]
+    assert [s for c, s in rig.producer.results()[6:]] == ["sent", "sent", "sent"]
+    assert rig.commits.position(TP) == 3
+
+
+async def test_held_too_long_and_not_after_expire_while_waiting() -> None:
+    rig = Rig()
+    rig.open["ch"] = False
+    await rig.add("late", not_after=T0 + 120)
+    await rig.add("long")
+    await rig.clock.advance(119)
+    assert ("late", "expired") not in rig.producer.results()
+    await rig.clock.advance(1)
+    await rig.clock.advance(3600 - 120 - 1)
+    assert ("long", "expired") not in rig.producer.results()
+    await rig.clock.advance(1)
+    expired = {v["command_id"]: v["error"]["code"] for v in rig.producer.on("results") if v["state"] == "expired"}
+    assert expired == {"late": "not_after_passed", "long": "held_too_long"}
+    assert rig.sent() == []
+    assert rig.state("late") is SendState.DONE
+
+
+async def test_paced_channel_waits_its_gap_and_another_channel_does_not_wait() -> None:
+    rule = PacingRule(min_gap=4.0, jitter=3.0, hourly_cap=300)
+    rig = Rig(pacing=lambda _: rule)
+    for i in range(3):
+        await rig.add(f"slow{i}", "slow")
+    await rig.add("fast0", "fast")
+    assert rig.sent() == ["slow0", "fast0"]
+    await rig.clock.advance(3.9)
+    assert rig.sent() == ["slow0", "fast0"]
+    await rig.clock.advance(0.1)  # draw 0.0: the gap is exactly 4 s
+    assert rig.sent() == ["slow0", "fast0", "slow1"]
+    await rig.clock.advance(4)
+    times = [t - T0 for _, _, t in rig.provider.calls]
+    assert times == [0.0, 0.0, 4.0, 8.0]
+
+
+async def test_pacing_holds_across_an_emptied_queue() -> None:
+    """A channel whose commands arrive one by one is paced as much as one that gets a burst."""
+    rule = PacingRule(min_gap=4.0, jitter=0.0, hourly_cap=2)
+    rig = Rig(pacing=lambda _: rule)
+    await rig.add("a", "slow")
+    assert rig.lanes.lanes == {}  # the queue emptied
+    await rig.clock.advance(1)
+    await rig.add("b", "slow")
+    assert rig.sent() == ["a"]
+    await rig.clock.advance(3)
+    assert rig.sent() == ["a", "b"]
+    await rig.add("c", "slow")
+    await rig.clock.advance(600)
+    assert rig.sent() == ["a", "b"]  # the hourly cap of 2
+    rig.lanes.forget_idle_pacers()
+    assert set(rig.lanes.pacers) == {"slow"}  # still waiting
+    await rig.clock.advance(3000)
+    assert [t - T0 for _, _, t in rig.provider.calls] == [0.0, 4.0, 3600.0]
+    await rig.clock.advance(3600)
+    rig.lanes.forget_idle_pacers()
+    assert rig.lanes.pacers == {}
+
+
+async def test_transient_failures_back_off_then_send_once() -> None:
+    rig = Rig()
+    rig.provider.script = [SendUnavailable("provider answered 503", ambiguous=False, status=503),
+                           SendUnavailable("provider answered 429", ambiguous=False, retry_after=2.0, status=429)]
+    await rig.add("c")
+    assert rig.state("c") is SendState.RETRYING
+    await rig.clock.advance(0.5)  # first backoff: base
+    assert len(rig.sent()) == 2
+    await rig.clock.advance(1.9)
+    assert len(rig.sent()) == 2  # Retry-After 2 s wins over the backoff
+    await rig.clock.advance(0.1)
+    assert [t - T0 for _, _, t in rig.provider.calls] == [0.0, 0.5, 2.5]
+    assert rig.producer.results() == [("c", "queued"), ("c", "sent")]
+    assert rig.state("c") is SendState.DONE
+
+
+async def test_attempts_used_up_park_without_token_then_fail_after_the_last_round() -> None:
+    rig = Rig()
+    down = SendUnavailable("cannot connect", ambiguous=False)
+    rig.provider.script = [down] * 6
+    await rig.add("c")
+    await rig.clock.advance(10)
+    [parked] = [(v, h) for t, _, v, h in rig.producer.sent if t == "retry"]
+    assert "token" not in parked[0]
+    assert parked[1][RETRY_HEADER] == b"1"
+    assert rig.commits.position(TP) == 1  # the parked command's offset may be committed
+    await rig.add("c", retry_round=1)  # as read back from the retry topic
+    await rig.clock.advance(10)
+    assert len(rig.sent()) == 6
+    [dead] = rig.producer.on("commands.dlq")
+    assert dead["error"]["code"] == "retries_exhausted"
+    assert rig.producer.results()[-1] == ("c", "failed")
+
+
+async def test_unknown_outcome_is_not_sent_again_without_idempotency() -> None:
+    rig = Rig(idempotent=False)
+    await rig.add("crashed", record=sending())  # a crash left the record SENDING
+    rig.provider.script = [SendUnavailable("timeout", ambiguous=True)]
+    await rig.add("timed-out")
+    failed = {v["command_id"]: v["error"]["code"] for v in rig.producer.on("results") if v["state"] == "failed"}
+    assert failed == {"crashed": "delivery_unknown", "timed-out": "delivery_unknown"}
+    assert rig.sent() == ["timed-out"]
+
+
+async def test_unknown_outcome_is_resent_with_the_same_key_where_idempotent() -> None:
+    rig = Rig(idempotent=True)
+    await rig.add("crashed", record=sending())
+    assert rig.sent() == ["crashed"]
+    assert rig.producer.results()[-1] == ("crashed", "sent")
+
+
+async def test_provider_refusal_fails_with_its_status() -> None:
+    rig = Rig()
+    rig.provider.script = [SendFailed(401, "no")]
+    await rig.add("c")
+    [failed] = [v for v in rig.producer.on("results") if v["state"] == "failed"]
+    assert failed["error"] == {"code": "provider_rejected", "field": None, "provider_status": 401,
+                               "message": "the provider refused the request with HTTP 401"}
+
+
+async def test_a_second_copy_in_the_lane_is_skipped_and_a_full_queue_expires() -> None:
+    rig = Rig(max_queue=2)
+    rig.open["ch"] = False
+    await rig.add("c")
+    await rig.add("c")
+    await rig.add("overflow")
+    assert ("overflow", "expired") in rig.producer.results()
+    rig.open["ch"] = True
+    rig.lanes.wake("ch")
+    await settle()
+    assert rig.sent() == ["c"]
+    assert [s for c, s in rig.producer.results() if c == "c" and s == "sent"] == ["sent"]
+    assert rig.commits.position(TP) == 3
+
+
+async def test_commits_stop_below_the_oldest_unfinished_command() -> None:
+    rig = Rig()
+    rig.open["held"] = False
+    await rig.add("h", "held")  # offset 0, waits
+    await rig.add("a", "open")  # offset 1, sent
+    await rig.add("b", "open")  # offset 2, sent
+    assert rig.sent() == ["a", "b"]
+    assert rig.commits.position(TP) == 0
+    assert rig.commits.due() == {TP: 0}
+    rig.open["held"] = True
+    rig.lanes.wake("held")
+    await settle()
+    assert rig.commits.position(TP) == 3
+
+
+@pytest.mark.parametrize("revoked", [True, False])
+async def test_drain_drops_unstarted_work_of_revoked_partitions(revoked: bool) -> None:
+    rig = Rig()
+    rig.open["ch"] = False
+    await rig.add("c")
+    await rig.lanes.drain([TP] if revoked else [TopicPartition("other", 0)])
+    assert rig.lanes.counts()[0] == (0 if revoked else 1)
+    assert rig.lanes.buffered == (0 if revoked else 1)
