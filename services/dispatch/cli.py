@@ -21,7 +21,9 @@ from apiplus.runtime import serve
 from apiplus.settings import load_settings
 from services.dispatch import providers
 from services.dispatch.core import Channel, parse_command, render_command
+from services.dispatch.loopstore import LoopSettings, LoopStore
 from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.receipts_stage import build as build_receipts
 from services.dispatch.sender import ProviderClient
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.simloop import GatewayLoop
@@ -58,13 +60,19 @@ def _run(_: argparse.Namespace) -> int:
     client = ProviderClient(providers.configure(), idempotent=settings.idempotent,
                             timeout_seconds=settings.http_timeout_seconds, max_in_flight=settings.max_in_flight)
     store = RedisRecordStore(redis, settings.dedupe_ttl_seconds, on_error=metrics.redis_errors.inc)
-    dispatcher = Dispatcher(settings, KafkaClientConfig.from_settings(settings, "apiplus-dispatch"), store, client,
-                            metrics)
+    kafka = KafkaClientConfig.from_settings(settings, "apiplus-dispatch")
+    loop = LoopStore(redis, LoopSettings(settings.sent_map_ttl_seconds, settings.offer_window_seconds,
+                                         settings.echo_window_seconds, settings.echo_poll_seconds),
+                     call=store._retrying) if settings.loop_enabled else None
+    dispatcher = Dispatcher(settings, kafka, store, client, metrics, loop=loop)
+    workers: list[Any] = [dispatcher]
+    if settings.loop_enabled:
+        workers.append(build_receipts(settings, kafka, redis, metrics))
 
     async def ready() -> dict[str, bool]:
-        return {"kafka": dispatcher.is_ready(), "redis": await redisio.ping(redis)}
+        return {"kafka": all(w.is_ready() for w in workers), "redis": await redisio.ping(redis)}
 
-    return serve([dispatcher], registry=registry, ready=ready, http_host=settings.http_host,
+    return serve(workers, registry=registry, ready=ready, http_host=settings.http_host,
                  http_port=settings.http_port, on_stop=redis.aclose)
 
 

@@ -2,19 +2,28 @@
 
 Retries in place with capped exponential backoff (honouring Retry-After), then parks the command in
 the retry topic, then dead-letters it. The send record (record.py) is written before every request.
+
+With the closed loop (loopstore.py, docs/loop.md): a command that ends `sent` is remembered in the
+sent map (and its offer, when degraded to numbered text); a send whose outcome is unknown on a provider
+without idempotency keys waits, off its lane, for the gateway's echo before it ends `failed`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka import TopicPartition
 
 from apiplus.errors import ErrorCode, PermanentError
 from services.dispatch.clock import Clock
 from services.dispatch.commits import Commits
-from services.dispatch.core import render_command
+from services.dispatch.core import Channel, Command, render_command
 from services.dispatch.job import Job
+from services.dispatch.loop import EchoWaitInterrupted
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.outcome import DELIVERY_UNKNOWN, Failure, ResultState
 from services.dispatch.providers import Request
@@ -22,6 +31,18 @@ from services.dispatch.record import SendState, done, retrying, sending, sent
 from services.dispatch.results import Outputs
 from services.dispatch.sender import SendFailed, SendUnavailable
 from services.dispatch.store import SendRecords
+
+
+class Loop(Protocol):
+    """The closed loop's Redis side (loopstore.LoopStore)."""
+
+    async def remember(self, command: Command, channel: Channel, message_id: str,
+                       resolved_by: str | None = None) -> None: ...
+
+    async def await_echo(self, command: Command, channel: Channel, attempt_at: float,
+                         stopping: Callable[[], bool] = ...) -> str | None:
+        """The echoed message id, None when the window closed; raises EchoWaitInterrupted when stopping."""
+
 
 Sender = Callable[[str, Request, str], Awaitable[tuple[str, float]]]  # (provider, request, key) -> (id, s)
 
@@ -37,7 +58,7 @@ class RetryPolicy:
 class Delivery:
     def __init__(self, *, send: Sender, idempotent: Callable[[str], bool], records: SendRecords, outputs: Outputs,
                  commits: Commits, metrics: DispatchMetrics, clock: Clock, policy: RetryPolicy,
-                 max_in_flight: int) -> None:
+                 max_in_flight: int, loop: Loop | None = None) -> None:
         self.send = send
         self.idempotent = idempotent
         self.records = records
@@ -47,11 +68,17 @@ class Delivery:
         self.clock = clock
         self.policy = policy
         self._semaphore = asyncio.Semaphore(max_in_flight)
+        self.loop = loop
+        self.stopping = False
+        self._awaiting: dict[str, tuple[Job, asyncio.Task[None]]] = {}  # command id -> echo wait
 
     async def finish(self, job: Job, state: ResultState, *, message_id: str | None = None,
-                     error: Failure | None = None) -> None:
+                     error: Failure | None = None, resolved_by: str | None = None) -> None:
         """The terminal result, acknowledged; then the record says DONE; then the offset may be committed."""
-        await self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error)
+        if state is ResultState.SENT and message_id and self.loop is not None:
+            await self.loop.remember(job.command, job.channel, message_id, resolved_by)
+        await self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error,
+                                  resolved_by=resolved_by)
         job.record = await self.records.step(job.command_id, job.record, done(str(state), message_id))
         self.commits.done(job.tp, job.offset)
 
@@ -61,8 +88,9 @@ class Delivery:
         self.commits.done(job.tp, job.offset)
 
     def finished_here(self, job: Job) -> bool:
+        """Finished by this process, or its echo is being awaited here (a copy must not start another wait)."""
         current = self.records.current(job.command_id, job.record)
-        return current is not None and current.state is SendState.DONE
+        return (current is not None and current.state is SendState.DONE) or job.command_id in self._awaiting
 
     async def deliver(self, job: Job) -> None:
         current = self.records.current(job.command_id, job.record)
@@ -72,10 +100,12 @@ class Delivery:
         if state is SendState.SENT:
             return await self.finish(job, ResultState.SENT, message_id=current.message_id if current else None)
         if state is SendState.SENDING and not self.idempotent(job.channel.provider):
-            return await self.finish(job, ResultState.FAILED, error=DELIVERY_UNKNOWN)
+            attempted = current.at if current is not None and current.at is not None else self.clock.now()
+            return await self._unknown(job, attempted, DELIVERY_UNKNOWN)
         request = render_command(job.command, job.channel)
         for attempt in range(1, self.policy.attempts_in_place + 1):
-            job.record = await self.records.step(job.command_id, job.record, sending())
+            attempted = self.clock.now()
+            job.record = await self.records.step(job.command_id, job.record, sending(attempted))
             try:
                 message_id = await self._call(job, request)
             except SendFailed as exc:
@@ -84,7 +114,7 @@ class Delivery:
                     provider_status=exc.status))
             except SendUnavailable as exc:
                 if exc.ambiguous and not self.idempotent(job.channel.provider):
-                    return await self.finish(job, ResultState.FAILED, error=Failure(
+                    return await self._unknown(job, attempted, Failure(
                         "delivery_unknown", f"{exc.reason}: the message may have been delivered; not sent again",
                         provider_status=exc.status))
                 if not exc.ambiguous:
@@ -96,6 +126,40 @@ class Delivery:
                 continue
             job.record = await self.records.step(job.command_id, job.record, sent(message_id))
             return await self.finish(job, ResultState.SENT, message_id=message_id)
+
+    # --- unknown outcomes --------------------------------------------------------------------------
+    async def _unknown(self, job: Job, attempted: float, error: Failure) -> None:
+        """Never sent again. With the loop, the echo is awaited off the lane; without it, failed at once."""
+        if self.loop is None:
+            self.metrics.unknown_sends.labels(outcome="left_unknown").inc()
+            return await self.finish(job, ResultState.FAILED, error=error)
+        task = asyncio.create_task(self._settle(job, attempted, error), name="echo-wait")
+        self._awaiting[job.command_id] = (job, task)
+        task.add_done_callback(lambda _: self._awaiting.pop(job.command_id, None))
+        return None
+
+    async def _settle(self, job: Job, attempted: float, error: Failure) -> None:
+        assert self.loop is not None
+        try:
+            message_id = await self.loop.await_echo(job.command, job.channel, attempted, lambda: self.stopping)
+        except EchoWaitInterrupted:
+            return  # the offset stays uncommitted: the next owner waits out the rest of the window
+        if message_id is None:
+            self.metrics.unknown_sends.labels(outcome="left_unknown").inc()
+            await self.finish(job, ResultState.FAILED, error=error)
+            return
+        self.metrics.unknown_sends.labels(outcome="resolved_by_echo").inc()
+        job.record = await self.records.step(job.command_id, job.record, sent(message_id))
+        await self.finish(job, ResultState.SENT, message_id=message_id, resolved_by="echo")
+
+    async def cancel_waits(self, tps: Iterable[TopicPartition] | None = None) -> None:
+        """Partitions given up (None: all): their echo waits stop; the commands are redelivered to the next owner."""
+        revoked = set(tps) if tps is not None else None
+        for job, task in list(self._awaiting.values()):
+            if revoked is None or job.tp in revoked:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def _call(self, job: Job, request: Request) -> str:
         provider = job.channel.provider

@@ -24,6 +24,10 @@ from apiplus.envelope import parse_rfc3339
 from services.dispatch.core import INTERACTIVE, Channel, Command, effective_message
 
 
+class EchoWaitInterrupted(Exception):
+    """The worker stops (or gives up the partition) while an echo is awaited: left for redelivery."""
+
+
 @dataclass(frozen=True)
 class Remember:
     """Redis writes for a command that ended `sent`: (key, value, ttl seconds)."""

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from apiplus.correlation import Echo, SentRecord, decode_or_none, pick_echo, sent_key
 from services.dispatch.core import Channel, Command
-from services.dispatch.loop import echo_keys, remember
+from services.dispatch.loop import EchoWaitInterrupted, echo_keys, remember
 
 RedisCall = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
@@ -26,10 +26,6 @@ class LoopSettings:
     offer_window_seconds: int
     echo_window_seconds: float
     echo_poll_seconds: float = 1.0
-
-
-class EchoWaitInterrupted(Exception):
-    """The worker is stopping while the window is still open: leave the command for redelivery."""
 
 
 async def _direct(operation: Callable[[], Awaitable[Any]]) -> Any:

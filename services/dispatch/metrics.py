@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from apiplus.metrics import LATENCY_BUCKETS
+from apiplus.metrics import LATENCY_BUCKETS, WorkerMetrics
 
 
 class DispatchMetrics:
@@ -71,3 +71,5 @@ class DispatchMetrics:
             "Records between the consumer group's committed offset and the end of each partition.",
             ["consumergroup", "topic", "partition"], registry=registry,
         )
+        # The receipts stage runs in the transactional processor: its families, sharing the lag gauge.
+        self.receipt_stage = WorkerMetrics(registry, "dispatch_receipt_stage", lag=self.lag)

@@ -19,10 +19,12 @@ from redis.exceptions import RedisError
 
 from apiplus.correlation import SentRecord, decode_or_none, receipt_key, sent_key
 from apiplus.errors import ErrorCode, PermanentError, TransientError
-from apiplus.processor import Output, PartitionState
+from apiplus.kafka import KafkaClientConfig, KafkaClients
+from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
 from services.dispatch.loop import echo_of
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.receipts import STATUSES, StatusInput, process, receipt_status
+from services.dispatch.settings import DispatchSettings
 
 log = logging.getLogger("apiplus.dispatch.receipts")
 
@@ -130,3 +132,15 @@ class ReceiptsHandler:
 
     async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
         return []
+
+
+def build(settings: DispatchSettings, kafka: KafkaClientConfig, redis: aioredis.Redis,
+          metrics: DispatchMetrics) -> TransactionalProcessor:
+    """The receipts stage: ingest's canonical events -> `dispatch.delivery` on the results topic, transactionally."""
+    handler = ReceiptsHandler(
+        ReceiptSettings(settings.results_topic, settings.sent_map_ttl_seconds, int(settings.echo_window_seconds)),
+        redis, metrics,
+    )
+    config = ProcessorConfig(app="apiplus-dispatch-receipts", group_id=settings.receipts_group_id,
+                             topics=[settings.events_topic])
+    return TransactionalProcessor(config, KafkaClients(kafka), handler, metrics.receipt_stage.stage("receipts"))

@@ -31,10 +31,13 @@ class Producer(Protocol):
 
 
 def result_event(command_id: str, channel_id: str, state: ResultState, now: float, *,
-                 message_id: str | None = None, error: Failure | None = None) -> dict[str, Any]:
+                 message_id: str | None = None, error: Failure | None = None,
+                 resolved_by: str | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {"command_id": command_id, "channel_id": channel_id, "state": str(state)}
     if message_id:
         payload["provider_message_id"] = message_id
+    if resolved_by:
+        payload["resolved_by"] = resolved_by
     if error is not None:
         payload["error"] = error.as_dict()
     return make_event("dispatch.result", event_id=deterministic_id("dispatch.result", command_id, str(state)),
@@ -52,8 +55,9 @@ class Outputs:
         self.clock = clock
 
     async def result(self, command_id: str, channel_id: str, state: ResultState, *, message_id: str | None = None,
-                     error: Failure | None = None) -> None:
-        event = result_event(command_id, channel_id, state, self.clock.now(), message_id=message_id, error=error)
+                     error: Failure | None = None, resolved_by: str | None = None) -> None:
+        event = result_event(command_id, channel_id, state, self.clock.now(), message_id=message_id, error=error,
+                             resolved_by=resolved_by)
         delivery = await self.producer.send(self.results_topic, key=channel_id.encode(), value=orjson.dumps(event))
         if state.terminal:
             await delivery

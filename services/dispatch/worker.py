@@ -23,7 +23,7 @@ from apiplus.table import TopicTable
 from services.dispatch.clock import Clock, SystemClock
 from services.dispatch.commits import Commits
 from services.dispatch.core import Channel
-from services.dispatch.delivery import Delivery, RetryPolicy
+from services.dispatch.delivery import Delivery, Loop, RetryPolicy
 from services.dispatch.holding import is_open
 from services.dispatch.intake import Intake
 from services.dispatch.lanes import LaneRules, Lanes
@@ -37,7 +37,8 @@ from services.dispatch.store import RecordStore, SendRecords
 
 class Dispatcher:
     def __init__(self, settings: DispatchSettings, kafka: KafkaClientConfig, store: RecordStore,
-                 client: ProviderClient, metrics: DispatchMetrics, clock: Clock | None = None) -> None:
+                 client: ProviderClient, metrics: DispatchMetrics, clock: Clock | None = None,
+                 loop: Loop | None = None) -> None:
         self.settings = settings
         self.kafka = kafka
         self.client = client
@@ -61,6 +62,7 @@ class Dispatcher:
             commits=self.commits, metrics=metrics, clock=self.clock, max_in_flight=settings.max_in_flight,
             policy=RetryPolicy(settings.attempts_in_place, settings.retry_rounds, settings.retry_delay_seconds,
                                self._backoff),
+            loop=loop,
         )
         self.lanes = Lanes(delivery=self.delivery, outputs=self.outputs, clock=self.clock, rules=LaneRules(
             is_open=lambda channel_id: is_open(self.health.get(channel_id),
@@ -95,6 +97,7 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopping.set()
         self.lanes.stopping.set()
+        self.delivery.stopping = True
 
     def is_ready(self) -> bool:
         return (self.registry.loaded.is_set() and self.health.loaded.is_set() and self._consumer is not None
@@ -113,6 +116,7 @@ class Dispatcher:
             await consumer.start()
             consumer.subscribe([self.settings.commands_topic, self.settings.retry_topic], listener=_Listener(self))
             await self._poll(consumer)
+            await self.delivery.cancel_waits()
             await self.lanes.drain(list(self.commits.trackers))
             await self._commit(consumer)
             await consumer.stop()
@@ -167,6 +171,7 @@ class Dispatcher:
             self.commits.committed_at(offsets)
 
     async def revoked(self, tps: list[TopicPartition]) -> None:
+        await self.delivery.cancel_waits(tps)
         await self.lanes.drain(tps)
         if self._consumer is not None:
             with contextlib.suppress(Exception):

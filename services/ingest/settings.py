@@ -25,6 +25,8 @@ class IngestSettings(WorkerSettings):
     state_topic: str = topics.INGEST_CHANNEL_STATE.name
     max_payload_bytes: int = Field(512 * 1024, ge=1024)
     dedupe_window_seconds: int = Field(24 * 3600, ge=60)
+    # A typed answer to numbered options is recognised this long after the offer (docs/loop.md).
+    offer_window_seconds: int = Field(24 * 3600, ge=60)
     flapping_disconnects: int = Field(5, ge=2)
     flapping_window_seconds: float = Field(600, gt=0)
     qr_loop_codes: int = Field(5, ge=2)

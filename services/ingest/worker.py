@@ -27,6 +27,7 @@ from apiplus.schemas import validate
 from apiplus.topics import dlq_name
 from services.ingest.core import Context, normalize
 from services.ingest.health import CONDITIONS, STATES, ChannelHealth, HealthRules, observe, settle
+from services.ingest.loop import ReplyCorrelator
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
 
@@ -57,6 +58,7 @@ class NormalizeHandler:
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
+        self.replies = ReplyCorrelator(redis, metrics, settings.offer_window_seconds)
         self._prepared: dict[tuple[str, int, int], list[dict[str, Any]] | PermanentError] = {}
 
     async def prepare(self, records: Sequence[Any]) -> None:
@@ -72,6 +74,16 @@ class NormalizeHandler:
         for key, events in self._prepared.items():
             if isinstance(events, list) and duplicates:
                 self._prepared[key] = [e for e in events if e["event_id"] not in duplicates.get(key, ())]
+        await self._correlate()
+
+    async def _correlate(self) -> None:
+        """`in_reply_to` and typed answers for the batch's messages, one Redis round trip (docs/loop.md)."""
+        lists = [(key, events) for key, events in self._prepared.items() if isinstance(events, list) and events]
+        if not lists:
+            return
+        correlated = iter(await self.replies.apply([e for _, events in lists for e in events]))
+        for key, events in lists:
+            self._prepared[key] = [next(correlated) for _ in events]
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
         prepared = self._prepared.pop(_position(record), None)
