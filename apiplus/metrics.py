@@ -26,8 +26,7 @@ class Labelled:
 class WorkerMetrics:
     """The consume loop's families for one service; each stage gets a bound view."""
 
-    def __init__(self, registry: CollectorRegistry, service: str, lag: Gauge | None = None) -> None:
-        """`lag`: the registry's `kafka_consumergroup_lag` when another part of the worker made it already."""
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
         prefix = f"apiplus_{service}"
         self.registry = registry
         self.records = Counter(
@@ -55,7 +54,7 @@ class WorkerMetrics:
             f"{prefix}_table_rows_rejected_total", "Rows of a followed compacted table refused as malformed.",
             ["table"], registry=registry,
         )
-        self.lag = lag if lag is not None else Gauge(
+        self.lag = Gauge(
             "kafka_consumergroup_lag",
             "Records between the consumer group's position and the end of each partition.",
             ["consumergroup", "topic", "partition"], registry=registry,

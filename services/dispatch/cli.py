@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from apiplus import redisio
 from apiplus.decode import parse_object
 from apiplus.jsonlog import setup_logging
-from apiplus.kafka import KafkaClientConfig
+from apiplus.kafka import KafkaClientConfig, KafkaClients
 from apiplus.offline import run_jsonl
 from apiplus.runtime import serve
 from apiplus.settings import load_settings
@@ -60,20 +60,20 @@ def _run(_: argparse.Namespace) -> int:
     client = ProviderClient(providers.configure(), idempotent=settings.idempotent,
                             timeout_seconds=settings.http_timeout_seconds, max_in_flight=settings.max_in_flight)
     store = RedisRecordStore(redis, settings.dedupe_ttl_seconds, on_error=metrics.redis_errors.inc)
-    kafka = KafkaClientConfig.from_settings(settings, "apiplus-dispatch")
+    clients = KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-dispatch"))
     loop = LoopStore(redis, LoopSettings(settings.sent_map_ttl_seconds, settings.offer_window_seconds,
                                          settings.echo_window_seconds, settings.echo_poll_seconds),
                      call=store._retrying) if settings.loop_enabled else None
-    dispatcher = Dispatcher(settings, kafka, store, client, metrics, loop=loop)
+    dispatcher = Dispatcher(settings, clients, store, client, metrics, loop=loop)
     workers: list[Any] = [dispatcher]
     if settings.loop_enabled:
-        workers.append(build_receipts(settings, kafka, redis, metrics))
+        workers.append(build_receipts(settings, clients, redis, metrics))
 
     async def ready() -> dict[str, bool]:
         return {"kafka": all(w.is_ready() for w in workers), "redis": await redisio.ping(redis)}
 
     return serve(workers, registry=registry, ready=ready, http_host=settings.http_host,
-                 http_port=settings.http_port, on_stop=redis.aclose)
+                 http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=metrics.worker.ready)
 
 
 def _render(args: argparse.Namespace) -> int:

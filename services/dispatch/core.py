@@ -140,11 +140,14 @@ def _unique(values: list[Any], path: str, what: str) -> None:
         seen.add(value)
 
 
-def parse_command(data: dict[str, Any]) -> Command:
-    """Validate a command against WhatsApp's limits; the error names the first offending field."""
+def parse_command(data: dict[str, Any], *, token_required: bool = True) -> Command:
+    """Validate a command against WhatsApp's limits; the error names the first offending field.
+
+    Commands parked in the retry topic were authorised already and travel without their token.
+    """
     command_id = _string(data, "command_id", "command_id", COMMAND_ID_MAX)
     channel_id = _string(data, "channel_id", "channel_id", 128)
-    _string(data, "token", "token", 4096)
+    _string(data, "token", "token", 4096, required=token_required)
     to = _string(data, "to", "to", 15)
     assert command_id is not None
     assert channel_id is not None

@@ -18,13 +18,15 @@ from typing import Protocol
 
 from aiokafka import TopicPartition
 
+from apiplus.backoff import Backoff
+from apiplus.clock import Clock
+from apiplus.dlq import SourceRecord
 from apiplus.errors import ErrorCode, PermanentError
-from services.dispatch.clock import Clock
 from services.dispatch.commits import Commits
 from services.dispatch.core import Channel, Command, render_command
 from services.dispatch.job import Job
 from services.dispatch.loop import EchoWaitInterrupted
-from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.metrics import DELIVERY, DispatchMetrics
 from services.dispatch.outcome import DELIVERY_UNKNOWN, Failure, ResultState
 from services.dispatch.providers import Request
 from services.dispatch.record import SendState, done, retrying, sending, sent
@@ -52,7 +54,7 @@ class RetryPolicy:
     attempts_in_place: int
     rounds: int  # passes through the retry topic before giving up
     round_delay: float  # seconds a parked command waits
-    backoff: Callable[[int], float]  # seconds before in-place attempt n + 1
+    backoff: Backoff  # before in-place attempt n + 1, unless the provider said Retry-After
 
 
 class Delivery:
@@ -100,29 +102,30 @@ class Delivery:
         if state is SendState.SENT:
             return await self.finish(job, ResultState.SENT, message_id=current.message_id if current else None)
         if state is SendState.SENDING and not self.idempotent(job.channel.provider):
-            attempted = current.at if current is not None and current.at is not None else self.clock.now()
+            attempted = current.at if current is not None and current.at is not None else self.clock.time()
             return await self._unknown(job, attempted, DELIVERY_UNKNOWN)
         request = render_command(job.command, job.channel)
         for attempt in range(1, self.policy.attempts_in_place + 1):
-            attempted = self.clock.now()
+            attempted = self.clock.time()
             job.record = await self.records.step(job.command_id, job.record, sending(attempted))
             try:
                 message_id = await self._call(job, request)
             except SendFailed as exc:
                 return await self.finish(job, ResultState.FAILED, error=Failure(
-                    "provider_rejected", f"the provider refused the request with HTTP {exc.status}",
+                    ErrorCode.PROVIDER_REJECTED, f"the provider refused the request with HTTP {exc.status}",
                     provider_status=exc.status))
             except SendUnavailable as exc:
                 if exc.ambiguous and not self.idempotent(job.channel.provider):
                     return await self._unknown(job, attempted, Failure(
-                        "delivery_unknown", f"{exc.reason}: the message may have been delivered; not sent again",
+                        ErrorCode.DELIVERY_UNKNOWN,
+                        f"{exc.reason}: the message may have been delivered; not sent again",
                         provider_status=exc.status))
                 if not exc.ambiguous:
                     job.record = await self.records.step(job.command_id, job.record, retrying())
                 if attempt == self.policy.attempts_in_place:
                     return await self._park(job, exc)
-                self.metrics.retries.labels(where="in_place").inc()
-                await self.clock.sleep(exc.retry_after if exc.retry_after is not None else self.policy.backoff(attempt))
+                self.metrics.delivery.retries.inc()
+                await self.clock.sleep(self.policy.backoff.delay(attempt, exc.retry_after))
                 continue
             job.record = await self.records.step(job.command_id, job.record, sent(message_id))
             return await self.finish(job, ResultState.SENT, message_id=message_id)
@@ -171,22 +174,22 @@ class Delivery:
                 finally:
                     self.metrics.in_flight.dec()
         except SendFailed:
-            self.metrics.sends.labels(provider=provider, outcome="failed").inc()
+            self.metrics.sends(provider, "failed").inc()
             raise
         except SendUnavailable:
-            self.metrics.sends.labels(provider=provider, outcome="unavailable").inc()
+            self.metrics.sends(provider, "unavailable").inc()
             raise
-        self.metrics.sends.labels(provider=provider, outcome="sent").inc()
-        self.metrics.send_duration.labels(provider=provider).observe(elapsed)
+        self.metrics.sends(provider, "sent").inc()
+        self.metrics.send_duration(provider).observe(elapsed)
         return message_id
 
     async def _park(self, job: Job, exc: SendUnavailable) -> None:
         """In-place attempts used up: to the retry topic (this command gives up its place), or fail for good."""
         if job.retry_round >= self.policy.rounds:
             error = PermanentError(ErrorCode.RETRIES_EXHAUSTED, f"provider unavailable: {exc.reason}")
-            await self.outputs.dead_letter(job.tp.topic, job.tp.partition, job.offset, job.raw,
-                                           job.channel_id.encode(), error)
+            source = SourceRecord(job.tp.topic, job.tp.partition, job.offset, job.channel_id.encode(), job.raw)
+            await self.outputs.dead_letter(source, error, stage=DELIVERY)
             return await self.finish(job, ResultState.FAILED, error=Failure.of(error, exc.status))
-        self.metrics.retries.labels(where="retry_topic").inc()
+        self.metrics.parked.inc()
         await self.outputs.park(job.channel_id, job.raw, job.retry_round + 1, self.policy.round_delay)
         self.commits.done(job.tp, job.offset)

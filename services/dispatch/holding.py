@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from apiplus.errors import ErrorCode
 from services.dispatch.outcome import Failure
 
-NOT_AFTER_PASSED = Failure("not_after_passed", "the command's not_after passed", field="not_after")
-HELD_TOO_LONG = Failure("held_too_long", "held longer than the configured limit")
+NOT_AFTER_PASSED = Failure(ErrorCode.NOT_AFTER_PASSED, "the command's not_after passed", field="not_after")
+HELD_TOO_LONG = Failure(ErrorCode.HELD_TOO_LONG, "held longer than the configured limit")
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from apiplus.clock import Clock
 from apiplus.decode import parse_object
 from apiplus.envelope import parse_rfc3339
 from apiplus.errors import ErrorCode, PermanentError
-from services.dispatch.clock import Clock
 from services.dispatch.commits import Commits
 from services.dispatch.core import Channel, Command, authorize, parse_command, render_command
 from services.dispatch.holding import Deadlines
@@ -52,12 +52,12 @@ class Intake:
         decoded: list[tuple[Any, dict[str, Any]]] = []
         for record in records:
             self.commits.add(tp, record.offset)
-            self.metrics.commands.labels(source=source).inc()
+            self.metrics.commands(source).inc()
             try:
                 decoded.append((record, parse_object(record.value)))
             except PermanentError as exc:
-                await self.outputs.dead_letter(record.topic, record.partition, record.offset, record.value,
-                                               record.key, exc)
+                self.metrics.intake.record("dead_lettered")
+                await self.outputs.dead_letter(record, exc)
                 self.commits.done(tp, record.offset)
         stored = await self.records.read([_text(data, "command_id") or "" for _, data in decoded])
         for record, data in decoded:
@@ -67,14 +67,16 @@ class Intake:
         try:
             command, channel = self._check(tp, data)
         except PermanentError as exc:
+            self.metrics.intake.record("dead_lettered")
             await self._refuse(tp, record, data, exc)
             return
+        self.metrics.intake.record("ok")
         if stored is not None and stored.state is SendState.DONE:
             self.metrics.duplicates.inc()
             self.commits.done(tp, record.offset)
             return
         headers = dict(record.headers or ())
-        now = self.clock.now()
+        now = self.clock.time()
         not_after = parse_rfc3339(command.not_after).timestamp() if command.not_after is not None else None
         await self.lanes.add(Job(
             tp=tp, offset=record.offset, command=command, channel=channel, raw=record.value,
@@ -85,9 +87,10 @@ class Intake:
         ))
 
     def _check(self, tp: TopicPartition, data: dict[str, Any]) -> tuple[Command, Channel]:
-        command = parse_command(data)
+        parked = tp.topic == self.retry_topic
+        command = parse_command(data, token_required=not parked)
         channel = self.channel(command.channel_id)
-        if tp.topic != self.retry_topic:
+        if not parked:
             authorize(command, data.get("token"), channel)
         elif channel is None or channel.status != "active":
             raise PermanentError(ErrorCode.CHANNEL_INACTIVE, "the channel is no longer active", "channel_id")
@@ -96,9 +99,9 @@ class Intake:
         return command, channel
 
     async def _refuse(self, tp: TopicPartition, record: Any, data: dict[str, Any], exc: PermanentError) -> None:
-        self.metrics.rejects.labels(code=str(exc.code)).inc()
+        self.metrics.rejects(str(exc.code)).inc()
         command_id, channel_id = _text(data, "command_id"), _text(data, "channel_id")
         if command_id and channel_id and await self.records.claim_terminal(command_id, str(ResultState.REJECTED)):
             await self.outputs.result(command_id, channel_id, ResultState.REJECTED, error=Failure.of(exc))
-        await self.outputs.dead_letter(record.topic, record.partition, record.offset, record.value, record.key, exc)
+        await self.outputs.dead_letter(record, exc)
         self.commits.done(tp, record.offset)

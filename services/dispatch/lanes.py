@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
-from services.dispatch.clock import Clock
+from apiplus.clock import Clock
 from services.dispatch.core import Channel
 from services.dispatch.delivery import Delivery
 from services.dispatch.holding import expiry
@@ -87,7 +87,7 @@ class Lanes:
     async def _work(self, lane: Lane) -> None:
         while lane.jobs and not self.stopping.is_set():
             job = lane.jobs[0]
-            now = self.clock.now()
+            now = self.clock.time()
             if self.delivery.finished_here(job):  # a copy earlier in this lane finished it
                 self._pop(lane)
                 self.delivery.skip(job)
@@ -112,7 +112,7 @@ class Lanes:
                 lane.idle.set()
             self._pop(lane)
             if self.rules.pacing is not None:
-                lane.pacer.sent(self.rules.pacing(job.channel), job.command.to, self.clock.now(), self.rules.draw())
+                lane.pacer.sent(self.rules.pacing(job.channel), job.command.to, self.clock.time(), self.rules.draw())
         if not lane.jobs and self.lanes.get(lane.channel_id) is lane:
             del self.lanes[lane.channel_id]
 
@@ -159,7 +159,7 @@ class Lanes:
                 self.lanes.pop(channel_id, None)
 
     def forget_idle_pacers(self) -> None:
-        now = self.clock.now()
+        now = self.clock.time()
         self.pacers = {c: p for c, p in self.pacers.items() if c in self.lanes or not p.idle(now)}
 
     def counts(self) -> tuple[int, int, int]:

@@ -1,42 +1,49 @@
-"""dispatch's Prometheus metrics (apiplus_dispatch_*), against an injected registry. No channel ids."""
+"""dispatch's Prometheus metrics (apiplus_dispatch_*), against an injected registry. No channel ids.
+
+The families every worker has (records, dead letters, retries, transaction aborts, ready, rejected
+table rows, `kafka_consumergroup_lag`) are the shared `WorkerMetrics`; the rest are dispatch's own.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from apiplus.metrics import LATENCY_BUCKETS, WorkerMetrics
+from apiplus.metrics import LATENCY_BUCKETS, Labelled, WorkerMetrics
+
+INTAKE = "intake"  # the `stage` label of records read and dead-lettered at intake
+DELIVERY = "delivery"  # ... of provider sends retried in place, and of dead letters after the last retry
+RECEIPTS = "receipts"  # ... of the receipts stage (canonical statuses and echoes -> dispatch.delivery)
 
 
 class DispatchMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.commands = Counter(
+        self.worker = WorkerMetrics(registry, "dispatch")
+        self.intake = self.worker.stage(INTAKE)
+        self.delivery = self.worker.stage(DELIVERY)
+        self.commands = Labelled(Counter(
             "apiplus_dispatch_commands_total", "Commands read, by source topic kind.", ["source"], registry=registry,
-        )
-        self.sends = Counter(
+        ))
+        self.sends = Labelled(Counter(
             "apiplus_dispatch_sends_total", "Provider send attempts, by provider and outcome.",
             ["provider", "outcome"], registry=registry,
-        )
-        self.send_duration = Histogram(
+        ))
+        self.send_duration = Labelled(Histogram(
             "apiplus_dispatch_send_duration_seconds", "Provider request time.", ["provider"],
             registry=registry, buckets=LATENCY_BUCKETS,
-        )
-        self.results = Counter(
+        ))
+        self.results = Labelled(Counter(
             "apiplus_dispatch_results_total", "Results written, by state.", ["state"], registry=registry,
-        )
-        self.rejects = Counter(
+        ))
+        self.rejects = Labelled(Counter(
             "apiplus_dispatch_rejects_total", "Commands refused, by error code.", ["code"], registry=registry,
-        )
-        self.retries = Counter(
-            "apiplus_dispatch_retries_total", "Transient send failures retried, by where.", ["where"],
+        ))
+        self.parked = Counter(
+            "apiplus_dispatch_parked_total", "Commands parked in the retry topic after their in-place attempts.",
             registry=registry,
         )
         self.duplicates = Counter(
             "apiplus_dispatch_duplicates_total", "Redelivered commands already finished, not sent again.",
             registry=registry,
-        )
-        self.dead_letters = Counter(
-            "apiplus_dispatch_dead_letters_total", "Records sent to the dead-letter topic, by error code.",
-            ["code"], registry=registry,
         )
         self.held = Gauge("apiplus_dispatch_held_messages", "Commands held for channels that are not open.",
                           registry=registry)
@@ -50,9 +57,11 @@ class DispatchMetrics:
             "apiplus_dispatch_redis_errors_total", "Redis operations that failed and were retried.",
             registry=registry,
         )
-        self.table_rows = Gauge("apiplus_dispatch_table_rows", "Rows in the registry and health tables.",
-                                ["table"], registry=registry)
-        # The closed loop (docs/loop.md).
+        self.table_rows = Labelled(Gauge("apiplus_dispatch_table_rows", "Rows in the registry and health tables.",
+                                         ["table"], registry=registry))
+        # The closed loop (docs/loop.md). The receipts stage's records, retries and aborts are the shared
+        # families under stage="receipts".
+        self.receipt_stage = self.worker.stage(RECEIPTS)
         self.receipts = Counter(
             "apiplus_dispatch_receipts_total", "dispatch.delivery events written, by status.", ["status"],
             registry=registry,
@@ -66,10 +75,3 @@ class DispatchMetrics:
             "apiplus_dispatch_echoes_total", "Gateway echoes of API sends stored for matching unknown sends.",
             registry=registry,
         )
-        self.lag = Gauge(
-            "kafka_consumergroup_lag",
-            "Records between the consumer group's committed offset and the end of each partition.",
-            ["consumergroup", "topic", "partition"], registry=registry,
-        )
-        # The receipts stage runs in the transactional processor: its families, sharing the lag gauge.
-        self.receipt_stage = WorkerMetrics(registry, "dispatch_receipt_stage", lag=self.lag)

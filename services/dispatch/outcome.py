@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from apiplus.errors import PermanentError
+from apiplus.errors import ErrorCode, PermanentError
 
 
 class ResultState(StrEnum):
@@ -28,21 +28,22 @@ class ResultState(StrEnum):
 class Failure:
     """The `error` of a result: a code from the closed set, the field if one is to blame, a message."""
 
-    code: str
+    code: ErrorCode
     message: str
     field: str | None = None
     provider_status: int | None = None
 
     @classmethod
     def of(cls, error: PermanentError, provider_status: int | None = None) -> Failure:
-        return cls(str(error.code), error.message, error.field, provider_status)
+        return cls(error.code, error.message, error.field, provider_status)
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "field": self.field, "message": self.message}
+        out: dict[str, Any] = {"code": str(self.code), "field": self.field, "message": self.message}
         if self.provider_status is not None:
             out["provider_status"] = self.provider_status
         return out
 
 
-QUEUE_FULL = Failure("queue_full", "the channel's queue is full")
-DELIVERY_UNKNOWN = Failure("delivery_unknown", "an earlier attempt may have reached the provider; not sent again")
+QUEUE_FULL = Failure(ErrorCode.QUEUE_FULL, "the channel's queue is full")
+DELIVERY_UNKNOWN = Failure(ErrorCode.DELIVERY_UNKNOWN,
+                           "an earlier attempt may have reached the provider; not sent again")

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from apiplus.correlation import SentRecord, decode_or_none, receipt_key, sent_key
 from apiplus.errors import ErrorCode, PermanentError, TransientError
-from apiplus.kafka import KafkaClientConfig, KafkaClients
+from apiplus.kafka import ClientFactory
 from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
 from services.dispatch.loop import echo_of
 from services.dispatch.metrics import DispatchMetrics
@@ -134,7 +134,7 @@ class ReceiptsHandler:
         return []
 
 
-def build(settings: DispatchSettings, kafka: KafkaClientConfig, redis: aioredis.Redis,
+def build(settings: DispatchSettings, clients: ClientFactory, redis: aioredis.Redis,
           metrics: DispatchMetrics) -> TransactionalProcessor:
     """The receipts stage: ingest's canonical events -> `dispatch.delivery` on the results topic, transactionally."""
     handler = ReceiptsHandler(
@@ -143,4 +143,4 @@ def build(settings: DispatchSettings, kafka: KafkaClientConfig, redis: aioredis.
     )
     config = ProcessorConfig(app="apiplus-dispatch-receipts", group_id=settings.receipts_group_id,
                              topics=[settings.events_topic])
-    return TransactionalProcessor(config, KafkaClients(kafka), handler, metrics.receipt_stage.stage("receipts"))
+    return TransactionalProcessor(config, clients, handler, metrics.receipt_stage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping
+from typing import Protocol
 
 import aiohttp
 import orjson
@@ -39,6 +40,18 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+class ProviderPort(Protocol):
+    """What the worker needs of the HTTP side (ProviderClient; a fake in unit tests)."""
+
+    providers: dict[str, Provider]
+
+    def idempotent(self, provider: str) -> bool: ...
+
+    async def send(self, provider: str, request: Request, idempotency_key: str) -> tuple[str, float]: ...
+
+    async def close(self) -> None: ...
 
 
 class ProviderClient:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -10,12 +9,15 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from apiplus.backoff import Backoff
+from apiplus.clock import SYSTEM_CLOCK, Clock
 from apiplus.redisio import RedisBatcher
 from services.dispatch.record import SendRecord, SendState, advance, done
 
 log = logging.getLogger("apiplus.dispatch")
 KEY_PREFIX = "apiplus:dispatch:cmd:"
 FINISHED_MEMORY = 100_000
+REDIS_BACKOFF = Backoff(first=0.2, cap=5.0)  # Redis down: wait it out, never guess
 
 
 class RecordStore(Protocol):
@@ -48,12 +50,13 @@ class RedisRecordStore:
     waited out (retrying with backoff) rather than guessed around."""
 
     def __init__(self, redis: aioredis.Redis, ttl_seconds: int, on_error: Callable[[], None] = lambda: None,
-                 backoff: Callable[[int], float] = lambda attempt: min(5.0, 0.1 * 2**attempt)) -> None:
+                 backoff: Backoff = REDIS_BACKOFF, clock: Clock = SYSTEM_CLOCK) -> None:
         self.redis = redis
         self.batcher = RedisBatcher(redis)
         self.ttl = ttl_seconds
         self.on_error = on_error
         self.backoff = backoff
+        self.clock = clock
 
     async def get_many(self, command_ids: Sequence[str]) -> dict[str, SendRecord]:
         if not command_ids:
@@ -78,7 +81,7 @@ class RedisRecordStore:
                 attempt += 1
                 self.on_error()
                 log.warning("redis unavailable; retrying", extra={"attempt": attempt, "error": type(exc).__name__})
-                await asyncio.sleep(self.backoff(attempt))
+                await self.clock.sleep(self.backoff.delay(attempt))
 
 
 class SendRecords:

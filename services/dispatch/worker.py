@@ -5,6 +5,9 @@
     delivery.py  one job's provider call and terminal result, retries, parking
     results.py   what is written to Kafka; store.py / record.py the send record
     commits.py   which offsets may be committed
+
+Clients come from a `ClientFactory` and time from a `Clock`, so `apiplus.harness` drives the whole
+worker in memory: `start()`, then `step()` per poll, `close()`; `run()` is those three in a loop.
 """
 
 from __future__ import annotations
@@ -12,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-
-from apiplus.kafka import KafkaClientConfig
+from apiplus.backoff import Backoff
+from apiplus.clock import SYSTEM_CLOCK, Clock
+from apiplus.dlq import DeadLetterWriter
+from apiplus.kafka import ClientFactory, Consumer, LagExporter, Producer, RebalanceAdapter
 from apiplus.table import TopicTable
-from services.dispatch.clock import Clock, SystemClock
+from apiplus.topics import dlq_name
 from services.dispatch.commits import Commits
 from services.dispatch.core import Channel
 from services.dispatch.delivery import Delivery, Loop, RetryPolicy
@@ -28,43 +31,42 @@ from services.dispatch.holding import is_open
 from services.dispatch.intake import Intake
 from services.dispatch.lanes import LaneRules, Lanes
 from services.dispatch.metrics import DispatchMetrics
-from services.dispatch.providers import PacingRule, Provider
-from services.dispatch.results import Outputs
-from services.dispatch.sender import ProviderClient
+from services.dispatch.providers import PacingRule
+from services.dispatch.results import PRODUCER, Outputs
+from services.dispatch.sender import ProviderPort
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.store import RecordStore, SendRecords
 
+READY_POLL_SECONDS = 30.0  # no poll for this long: not ready
+TABLE_WAIT_SECONDS = 0.05
+
 
 class Dispatcher:
-    def __init__(self, settings: DispatchSettings, kafka: KafkaClientConfig, store: RecordStore,
-                 client: ProviderClient, metrics: DispatchMetrics, clock: Clock | None = None,
+    def __init__(self, settings: DispatchSettings, clients: ClientFactory, store: RecordStore,
+                 client: ProviderPort, metrics: DispatchMetrics, clock: Clock = SYSTEM_CLOCK,
                  loop: Loop | None = None) -> None:
         self.settings = settings
-        self.kafka = kafka
+        self.loop = loop  # the closed loop's Redis side (docs/loop.md); None: off
+        self.clients = clients
         self.client = client
         self.metrics = metrics
-        self.clock = clock or SystemClock()
-        self.registry = TopicTable(kafka, settings.registry_topic, accept=_valid_channel)
-        self.health = TopicTable(kafka, settings.health_topic,
-                                 on_update=lambda channel_id, _: self.lanes.wake(channel_id))
+        self.clock = clock
+        self.registry = self._table(settings.registry_topic, "registry", accept=_valid_channel)
+        self.health = self._table(settings.health_topic, "health")
         self.commits = Commits()
         self.records = SendRecords(store)
-        self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self.lag = LagExporter(metrics.worker.lag, settings.group_id)
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
         self._stopping = asyncio.Event()
-        self._last_poll = 0.0
+        self._last_poll: float | None = None
+        self._last_commit = 0.0
         self._tables: list[asyncio.Task[None]] = []
-        self.outputs = Outputs(_LazyProducer(self), results_topic=settings.results_topic,
-                               dlq_topic=f"{settings.commands_topic}.dlq", retry_topic=settings.retry_topic,
-                               metrics=metrics, clock=self.clock)
-        self.delivery = Delivery(
-            send=client.send, idempotent=client.idempotent, records=self.records, outputs=self.outputs,
-            commits=self.commits, metrics=metrics, clock=self.clock, max_in_flight=settings.max_in_flight,
-            policy=RetryPolicy(settings.attempts_in_place, settings.retry_rounds, settings.retry_delay_seconds,
-                               self._backoff),
-            loop=loop,
-        )
-        self.lanes = Lanes(delivery=self.delivery, outputs=self.outputs, clock=self.clock, rules=LaneRules(
+        self.outputs = Outputs(self._require_producer, results_topic=settings.results_topic,
+                               retry_topic=settings.retry_topic, dead_letters=self._dead_letters(),
+                               metrics=metrics, clock=clock)
+        self.delivery = self._delivery()
+        self.lanes = Lanes(delivery=self.delivery, outputs=self.outputs, clock=clock, rules=LaneRules(
             is_open=lambda channel_id: is_open(self.health.get(channel_id),
                                                send_when_unknown=settings.send_when_health_unknown),
             pacing=self._pacing if settings.pacing_enabled else None,
@@ -72,25 +74,41 @@ class Dispatcher:
             drain_timeout=settings.http_timeout_seconds * settings.attempts_in_place,
             draw=random.random,
         ))
+        self.health.on_update = lambda channel_id, _: self.lanes.wake(channel_id)
         self.intake = Intake(retry_topic=settings.retry_topic, channel=self._channel, records=self.records,
                              lanes=self.lanes, outputs=self.outputs, commits=self.commits, metrics=metrics,
-                             clock=self.clock, max_hold=settings.max_hold_seconds)
+                             clock=clock, max_hold=settings.max_hold_seconds)
+
+    # --- wiring ---------------------------------------------------------------------------------
+    def _table(self, topic: str, name: str, **options: Any) -> TopicTable:
+        rejected = self.metrics.worker.table_rejected.labels(table=name)
+        return TopicTable(self.clients, topic, on_rejected=rejected.inc, clock=self.clock, **options)
+
+    def _dead_letters(self) -> dict[str, DeadLetterWriter]:
+        """Bad commands from either input go to the commands topic's DLQ; counted by the stage that refused them."""
+        dlq = dlq_name(self.settings.commands_topic)
+        return {stage.stage: DeadLetterWriter(PRODUCER, route=lambda _: dlq, clock=self.clock,
+                                              on_written=stage.dead_letter)
+                for stage in (self.metrics.intake, self.metrics.delivery)}
+
+    def _delivery(self) -> Delivery:
+        s = self.settings
+        policy = RetryPolicy(s.attempts_in_place, s.retry_rounds, s.retry_delay_seconds,
+                             Backoff(first=s.backoff_base_seconds, cap=s.backoff_cap_seconds))
+        return Delivery(send=self.client.send, idempotent=self.client.idempotent, records=self.records,
+                        outputs=self.outputs, commits=self.commits, metrics=self.metrics, clock=self.clock,
+                        policy=policy, max_in_flight=s.max_in_flight, loop=self.loop)
 
     def _channel(self, channel_id: str) -> Channel | None:
         row = self.registry.get(channel_id)
         return Channel.from_dict(row) if row is not None else None
 
     def _pacing(self, channel: Channel) -> PacingRule:
-        provider: Provider = self.client.providers[channel.provider]
-        return provider.pacing(channel.pacing, self.settings.pacing_defaults)
+        return self.client.providers[channel.provider].pacing(channel.pacing, self.settings.pacing_defaults)
 
-    def _backoff(self, attempt: int) -> float:
-        s = self.settings
-        return float(min(s.backoff_cap_seconds, s.backoff_base_seconds * 2 ** (attempt - 1)))
-
-    @property
-    def producer(self) -> AIOKafkaProducer:
-        assert self._producer is not None, "the producer starts with run()"
+    def _require_producer(self) -> Producer:
+        if self._producer is None:
+            raise RuntimeError("dispatcher not started")
         return self._producer
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -100,44 +118,53 @@ class Dispatcher:
         self.delivery.stopping = True
 
     def is_ready(self) -> bool:
-        return (self.registry.loaded.is_set() and self.health.loaded.is_set() and self._consumer is not None
-                and time.monotonic() - self._last_poll < 30)
+        return (self.registry.loaded.is_set() and self.health.loaded.is_set() and self._last_poll is not None
+                and self.clock.monotonic() - self._last_poll < READY_POLL_SECONDS)
 
     async def run(self) -> None:
-        self._tables = [asyncio.create_task(self.registry.run()), asyncio.create_task(self.health.run())]
-        self._producer = AIOKafkaProducer(**self.kafka.options(), enable_idempotence=True, acks="all", linger_ms=2)
-        await self._producer.start()
         try:
-            await self._wait_for_tables()
-            consumer = self._consumer = AIOKafkaConsumer(
-                **self.kafka.options(), group_id=self.settings.group_id, enable_auto_commit=False,
-                auto_offset_reset="earliest", isolation_level="read_committed", max_poll_records=1000,
-            )
-            await consumer.start()
-            consumer.subscribe([self.settings.commands_topic, self.settings.retry_topic], listener=_Listener(self))
-            await self._poll(consumer)
+            if await self.start():
+                while not self._stopping.is_set():
+                    await self.step()
+        finally:
+            await self.close()
+
+    async def start(self) -> bool:
+        """Producer, tables loaded, then the group consumer; False if stopped while loading."""
+        self._tables = [asyncio.create_task(self.registry.run()), asyncio.create_task(self.health.run())]
+        self._producer = self.clients.producer(linger_ms=2)
+        await self._producer.start()
+        if not await self._wait_for_tables():
+            return False
+        consumer = self.clients.group_consumer(self.settings.group_id, max_poll_records=1000)
+        await consumer.start()
+        self._consumer = consumer
+        consumer.subscribe([self.settings.commands_topic, self.settings.retry_topic], listener=RebalanceAdapter(self))
+        self._last_commit = self.clock.monotonic()
+        return True
+
+    async def step(self) -> None:
+        """One poll: queue what arrived; every commit interval, commit and export gauges."""
+        consumer = self._require_consumer()
+        self._apply_backpressure(consumer)
+        batches = await consumer.getmany(timeout_ms=100, max_records=1000)
+        self._last_poll = self.clock.monotonic()
+        for tp, records in batches.items():
+            if self.commits.owns(tp):
+                await self.intake.accept_batch(tp, records)
+        if self.clock.monotonic() - self._last_commit >= self.settings.commit_interval_seconds:
+            await self.commit()
+            await self._export_gauges(consumer)
+            self._last_commit = self.clock.monotonic()
+
+    async def close(self) -> None:
+        """Let sends in progress finish, commit what is done, leave the group, stop the clients."""
+        if self._consumer is not None:
             await self.delivery.cancel_waits()
             await self.lanes.drain(list(self.commits.trackers))
-            await self._commit(consumer)
-            await consumer.stop()
-        finally:
-            await self._close()
-
-    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
-        last_commit = time.monotonic()
-        while not self._stopping.is_set():
-            self._apply_backpressure(consumer)
-            batches = await consumer.getmany(timeout_ms=100, max_records=1000)
-            self._last_poll = time.monotonic()
-            for tp, records in batches.items():
-                if self.commits.owns(tp):
-                    await self.intake.accept_batch(tp, records)
-            if time.monotonic() - last_commit >= self.settings.commit_interval_seconds:
-                await self._commit(consumer)
-                self._export_gauges(consumer)
-                last_commit = time.monotonic()
-
-    async def _close(self) -> None:
+            await self.commit()
+            await self._consumer.stop()
+            self._consumer = None
         for table in (self.registry, self.health):
             table.stop()
         for task in self._tables:
@@ -145,18 +172,26 @@ class Dispatcher:
                 await asyncio.wait_for(task, 5)
         if self._producer is not None:
             await self._producer.stop()
+            self._producer = None
         await self.client.close()
+        self._last_poll = None
 
-    async def _wait_for_tables(self) -> None:
+    def _require_consumer(self) -> Consumer:
+        if self._consumer is None:
+            raise RuntimeError("dispatcher not started")
+        return self._consumer
+
+    async def _wait_for_tables(self) -> bool:
         while not (self.registry.loaded.is_set() and self.health.loaded.is_set()):
             for task in self._tables:
                 if task.done() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             if self._stopping.is_set():
-                return
-            await asyncio.sleep(0.05)
+                return False
+            await self.clock.sleep(TABLE_WAIT_SECONDS)
+        return True
 
-    def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
+    def _apply_backpressure(self, consumer: Consumer) -> None:
         assigned = list(consumer.assignment())
         if self.lanes.buffered >= self.settings.max_buffered:
             consumer.pause(*assigned)
@@ -164,46 +199,32 @@ class Dispatcher:
             consumer.resume(*assigned)
 
     # --- offsets and rebalance ------------------------------------------------------------------
-    async def _commit(self, consumer: AIOKafkaConsumer, only: Sequence[TopicPartition] | None = None) -> None:
+    async def commit(self, only: Sequence[Any] | None = None) -> None:
         offsets = self.commits.due(only)
-        if offsets:
-            await consumer.commit(offsets)
+        if offsets and self._consumer is not None:
+            await self._consumer.commit(offsets)
             self.commits.committed_at(offsets)
 
-    async def revoked(self, tps: list[TopicPartition]) -> None:
-        await self.delivery.cancel_waits(tps)
-        await self.lanes.drain(tps)
-        if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._commit(self._consumer, only=tps)
-        self.commits.revoke(tps)
+    async def partitions_assigned(self, partitions: list[Any]) -> None:
+        self.commits.assign(partitions)
 
-    def _export_gauges(self, consumer: AIOKafkaConsumer) -> None:
+    async def partitions_revoked(self, partitions: list[Any]) -> None:
+        await self.delivery.cancel_waits(partitions)
+        await self.lanes.drain(partitions)
+        with contextlib.suppress(Exception):  # the group moved on: the new owner redoes what is not committed
+            await self.commit(only=partitions)
+        self.commits.revoke(partitions)
+
+    async def _export_gauges(self, consumer: Consumer) -> None:
         self.lanes.forget_idle_pacers()
         queued, held, paced = self.lanes.counts()
         self.metrics.held.set(held)
         self.metrics.queued.set(queued)
         self.metrics.paced.set(paced)
-        self.metrics.table_rows.labels(table="registry").set(len(self.registry.rows))
-        self.metrics.table_rows.labels(table="health").set(len(self.health.rows))
-        for tp in self.commits.trackers:
-            end, committed = consumer.highwater(tp), self.commits.position(tp)
-            if end is not None and committed is not None:
-                self.metrics.lag.labels(consumergroup=self.settings.group_id, topic=tp.topic,
-                                        partition=str(tp.partition)).set(max(0, end - committed))
-
-
-class _LazyProducer:
-    """The Kafka producer starts in run(); the parts are built before."""
-
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-
-    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = await self.dispatcher.producer.send(topic, value=value, key=key,
-                                                                          headers=headers)
-        return future
+        self.metrics.table_rows("registry").set(len(self.registry.rows))
+        self.metrics.table_rows("health").set(len(self.health.rows))
+        partitions = list(self.commits.trackers)
+        await self.lag.export(consumer, partitions, {tp: self.commits.position(tp) for tp in partitions})
 
 
 def _valid_channel(row: dict[str, Any]) -> bool:
@@ -212,14 +233,3 @@ def _valid_channel(row: dict[str, Any]) -> bool:
     except (KeyError, TypeError):
         return False
     return True
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.dispatcher.revoked(list(revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.dispatcher.commits.assign(list(assigned))

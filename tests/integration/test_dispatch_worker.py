@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from apiplus import redisio
-from apiplus.kafka import KafkaClientConfig
+from apiplus.kafka import KafkaClientConfig, KafkaClients
 from services.dispatch import providers
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.sender import ProviderClient
@@ -78,7 +78,7 @@ class InProcess:
         client = ProviderClient(providers.configure(per_provider), idempotent=self.settings.idempotent,
                                 timeout_seconds=self.settings.http_timeout_seconds,
                                 max_in_flight=self.settings.max_in_flight)
-        self.dispatcher = Dispatcher(self.settings, KafkaClientConfig(self.settings.kafka_bootstrap),
+        self.dispatcher = Dispatcher(self.settings, KafkaClients(KafkaClientConfig(self.settings.kafka_bootstrap)),
                                      RedisRecordStore(self.redis, self.settings.dedupe_ttl_seconds), client,
                                      DispatchMetrics(CollectorRegistry()))
         self.task: asyncio.Task[None] | None = None

@@ -1,12 +1,9 @@
-"""dispatch's lanes and delivery on a hand-moved clock, in-memory records and a fake producer.
-
-No broker, no Redis, no sleeps: each test moves the clock and lets the event loop settle.
+"""dispatch's lanes and delivery through the in-memory harness: a manual clock, the fake broker, the
+in-memory send-record store and a scripted provider. No Kafka, no Redis, no sleeps.
 """
 
 from __future__ import annotations
 
-import asyncio
-import heapq
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -16,13 +13,16 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from apiplus.backoff import Backoff
+from apiplus.dlq import DeadLetterWriter
+from apiplus.harness import Harness, ManualClock
 from services.dispatch.commits import Commits
 from services.dispatch.core import Channel, parse_command
 from services.dispatch.delivery import Delivery, RetryPolicy
 from services.dispatch.holding import Deadlines
 from services.dispatch.job import Job
 from services.dispatch.lanes import LaneRules, Lanes
-from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.metrics import DELIVERY, INTAKE, DispatchMetrics
 from services.dispatch.providers import PacingRule, Request
 from services.dispatch.record import SendState, sending
 from services.dispatch.results import RETRY_HEADER, Outputs
@@ -33,76 +33,35 @@ T0 = 1_700_000_000.0
 TP = TopicPartition("commands", 0)
 
 
-class HandClock:
-    """Time moves only when the test says so; sleepers wake in deadline order."""
+class Topics:
+    """The rig's topics on the harness broker, read as a read_committed consumer would."""
 
-    def __init__(self) -> None:
-        self.t = T0
-        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._timers, (self.t + max(0.0, seconds), next(self._seq), future))
-        await future
-
-    async def wait(self, event: asyncio.Event, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self.sleep(seconds))
-        waiter = asyncio.ensure_future(event.wait())
-        await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        sleeper.cancel()
-        waiter.cancel()
-
-    async def advance(self, seconds: float) -> None:
-        target = self.t + seconds
-        await settle()
-        while self._timers and self._timers[0][0] <= target:
-            deadline, _, future = heapq.heappop(self._timers)
-            self.t = max(self.t, deadline)
-            if not future.done():
-                future.set_result(None)
-            await settle()
-        self.t = target
-        await settle()
-
-
-async def settle() -> None:
-    for _ in range(30):
-        await asyncio.sleep(0)
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, dict[str, Any], dict[str, bytes]]] = []
-
-    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
-        self.sent.append((topic, key, orjson.loads(value) if value else {}, dict(headers or [])))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    def results(self) -> list[tuple[str, str]]:
-        return [(v["command_id"], v["state"]) for t, _, v, _ in self.sent if t == "results"]
+    def __init__(self, h: Harness) -> None:
+        self.broker = h.broker
+        for name in ("results", "retry", "commands.dlq"):
+            h.broker.create_topic(name, partitions=2)
 
     def on(self, topic: str) -> list[dict[str, Any]]:
-        return [v for t, _, v, _ in self.sent if t == topic]
+        return [orjson.loads(r.value) for r in sorted(self.broker.records(topic), key=lambda r: r.timestamp)
+                if r.value is not None]
+
+    def headers(self, topic: str) -> list[dict[str, bytes]]:
+        return [dict(r.headers) for r in self.broker.records(topic)]
+
+    def results(self) -> list[tuple[str, str]]:
+        return [(v["command_id"], v["state"]) for v in self.on("results")]
 
 
 class FakeProvider:
     """Answers from a script of outcomes (an exception to raise, or a message id), then "SIM<n>"."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         self.script: list[Exception | str] = []
         self.calls: list[tuple[str, str, float]] = []  # (provider, idempotency key, clock time)
-        self.clock: HandClock | None = None
+        self.clock = clock
 
     async def send(self, provider: str, request: Request, key: str) -> tuple[str, float]:
-        assert self.clock is not None
-        self.calls.append((provider, key, self.clock.now()))
+        self.calls.append((provider, key, self.clock.time()))
         outcome = self.script.pop(0) if self.script else f"SIM{len(self.calls)}"
         if isinstance(outcome, Exception):
             raise outcome
@@ -112,22 +71,24 @@ class FakeProvider:
 class Rig:
     def __init__(self, *, pacing: Callable[[Channel], PacingRule] | None = None, max_queue: int = 1000,
                  idempotent: bool = True) -> None:
-        self.clock = HandClock()
-        self.producer = FakeProducer()
-        self.provider = FakeProvider()
-        self.provider.clock = self.clock
+        self.h = Harness(start=T0)
+        self.clock = self.h.clock
+        self.producer = Topics(self.h)
+        kafka_producer = self.h.kafka.producer()
+        self.provider = FakeProvider(self.clock)
         self.store = MemoryRecordStore()
         self.commits = Commits()
         self.commits.assign([TP])
         self.open: dict[str, bool] = {}
         metrics = DispatchMetrics(CollectorRegistry())
-        self.outputs = Outputs(self.producer, results_topic="results", dlq_topic="commands.dlq",
-                               retry_topic="retry", metrics=metrics, clock=self.clock)
+        dead_letters = {stage: DeadLetterWriter("test", route=lambda _: "commands.dlq", clock=self.clock)
+                        for stage in (INTAKE, DELIVERY)}
+        self.outputs = Outputs(lambda: kafka_producer, results_topic="results", retry_topic="retry",
+                               dead_letters=dead_letters, metrics=metrics, clock=self.clock)
         self.delivery = Delivery(
             send=self.provider.send, idempotent=lambda _: idempotent, records=SendRecords(self.store),
             outputs=self.outputs, commits=self.commits, metrics=metrics, clock=self.clock, max_in_flight=8,
-            policy=RetryPolicy(attempts_in_place=3, rounds=1, round_delay=60.0,
-                               backoff=lambda attempt: 0.5 * 2 ** (attempt - 1)),
+            policy=RetryPolicy(attempts_in_place=3, rounds=1, round_delay=60.0, backoff=Backoff(first=0.5, cap=30.0)),
         )
         self.lanes = Lanes(delivery=self.delivery, outputs=self.outputs, clock=self.clock, rules=LaneRules(
             is_open=lambda channel_id: self.open.get(channel_id, True), pacing=pacing, max_queue=max_queue,
@@ -142,9 +103,9 @@ class Rig:
         self.commits.add(TP, offset)
         queued = Job(tp=TP, offset=offset, command=parse_command(data), raw=orjson.dumps(data),
                      channel=Channel(channel, "t", "x", "simulator", "plus", "active"),
-                     deadlines=Deadlines(self.clock.now(), not_after, max_hold=3600.0), **job)
+                     deadlines=Deadlines(self.clock.time(), not_after, max_hold=3600.0), **job)
         await self.lanes.add(queued)
-        await settle()
+        await self.clock.settle()
         return queued
 
     def sent(self) -> list[str]:
@@ -167,7 +128,7 @@ async def test_held_channel_reports_held_once_and_sends_in_order_when_it_opens()
     assert rig.lanes.counts() == (3, 3, 0)
     rig.open["ch"] = True
     rig.lanes.wake("ch")
-    await settle()
+    await rig.clock.settle()
     assert rig.sent() == ["c0", "c1", "c2"]
     assert [s for c, s in rig.producer.results()[6:]] == ["sent", "sent", "sent"]
     assert rig.commits.position(TP) == 3
@@ -251,9 +212,10 @@ async def test_attempts_used_up_park_without_token_then_fail_after_the_last_roun
     rig.provider.script = [down] * 6
     await rig.add("c")
     await rig.clock.advance(10)
-    [parked] = [(v, h) for t, _, v, h in rig.producer.sent if t == "retry"]
-    assert "token" not in parked[0]
-    assert parked[1][RETRY_HEADER] == b"1"
+    [parked] = rig.producer.on("retry")
+    [headers] = rig.producer.headers("retry")
+    assert "token" not in parked
+    assert headers[RETRY_HEADER] == b"1"
     assert rig.commits.position(TP) == 1  # the parked command's offset may be committed
     await rig.add("c", retry_round=1)  # as read back from the retry topic
     await rig.clock.advance(10)
@@ -298,7 +260,7 @@ async def test_a_second_copy_in_the_lane_is_skipped_and_a_full_queue_expires() -
     assert ("overflow", "expired") in rig.producer.results()
     rig.open["ch"] = True
     rig.lanes.wake("ch")
-    await settle()
+    await rig.clock.settle()
     assert rig.sent() == ["c"]
     assert [s for c, s in rig.producer.results() if c == "c" and s == "sent"] == ["sent"]
     assert rig.commits.position(TP) == 3
@@ -315,7 +277,7 @@ async def test_commits_stop_below_the_oldest_unfinished_command() -> None:
     assert rig.commits.due() == {TP: 0}
     rig.open["held"] = True
     rig.lanes.wake("held")
-    await settle()
+    await rig.clock.settle()
     assert rig.commits.position(TP) == 3
 
 

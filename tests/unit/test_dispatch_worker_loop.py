@@ -1,0 +1,167 @@
+"""The whole dispatch worker through the in-memory harness: intake, lanes, delivery, results, dead
+letters, the retry topic and commits, on a manual clock. No Kafka, no Redis, no sleeps."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from apiplus.harness import Harness
+from services.dispatch import providers
+from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.providers import Provider, Request
+from services.dispatch.sender import SendUnavailable
+from services.dispatch.settings import DispatchSettings
+from services.dispatch.store import MemoryRecordStore
+from services.dispatch.worker import Dispatcher
+
+TOKEN = "tok-" + "x" * 20
+TOPICS = {"commands_topic": "cmd", "retry_topic": "retry", "results_topic": "results",
+          "registry_topic": "registry", "health_topic": "health"}
+
+
+class ScriptedProvider:
+    """The `ProviderPort` of the worker: records calls, answers from a script, then "SIM<n>"."""
+
+    def __init__(self) -> None:
+        self.providers: dict[str, Provider] = providers.configure()
+        self.calls: list[str] = []
+        self.script: list[Exception] = []
+
+    def idempotent(self, provider: str) -> bool:
+        return provider == "simulator"
+
+    async def send(self, provider: str, request: Request, idempotency_key: str) -> tuple[str, float]:
+        self.calls.append(idempotency_key)
+        if self.script:
+            raise self.script.pop(0)
+        return f"SIM{len(self.calls)}", 0.001
+
+    async def close(self) -> None:
+        return None
+
+
+class World:
+    def __init__(self, **settings: Any) -> None:
+        self.h = Harness()
+        for topic in [*TOPICS.values(), "cmd.dlq"]:
+            self.h.broker.create_topic(topic, partitions=2)
+        self.store = MemoryRecordStore()
+        self.provider = ScriptedProvider()
+        self.settings = DispatchSettings(kafka_bootstrap="harness", redis_url="redis://harness",
+                                         pacing_enabled=False, **{**TOPICS, **settings})
+
+    def channel(self, channel_id: str, **row: Any) -> None:
+        value = {"channel_id": channel_id, "tenant_id": "t", "provider": "simulator", "mode": "plus",
+                 "status": "active", "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest(), **row}
+        self.h.broker.produce("registry", orjson.dumps(value), key=channel_id.encode())
+
+    def health(self, channel_id: str, state: str) -> None:
+        value = {"channel_id": channel_id, "state": state}
+        self.h.broker.produce("health", orjson.dumps(value), key=channel_id.encode())
+
+    def command(self, command_id: str, channel_id: str, **extra: Any) -> None:
+        value = {"command_id": command_id, "channel_id": channel_id, "token": TOKEN, "to": "5511999990000",
+                 "message": {"kind": "text", "body": command_id}, **extra}
+        self.h.broker.produce("cmd", orjson.dumps(value), key=channel_id.encode())
+
+    async def started(self) -> Dispatcher:
+        dispatcher = Dispatcher(self.settings, self.h.kafka, self.store, self.provider,
+                                DispatchMetrics(CollectorRegistry()), clock=self.h.clock)
+        assert await self.h.clock.run(dispatcher.start())
+        await dispatcher.step()  # the first poll joins the group and takes the partitions
+        return dispatcher
+
+    async def run_for(self, dispatcher: Dispatcher, seconds: float, every: float = 0.5) -> None:
+        """Poll, let the lanes work and time pass, as the worker's loop would."""
+        for _ in range(int(seconds / every)):
+            await dispatcher.step()
+            await self.h.clock.advance(every)
+
+    async def closed(self, dispatcher: Dispatcher) -> None:
+        dispatcher.stop()
+        await self.h.clock.run(dispatcher.close())
+
+    def out(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(r.value) for r in self.h.broker.records(topic) if r.value is not None]
+
+    def terminal(self) -> Counter[tuple[str, str]]:
+        return Counter((r["command_id"], r["state"]) for r in self.out("results")
+                       if r["state"] not in ("queued", "held"))
+
+    def committed(self, group: str = "apiplus-dispatch") -> list[int]:
+        return [self.h.broker.committed(group, TopicPartition("cmd", p)) or 0 for p in (0, 1)]
+
+    def ends(self) -> list[int]:
+        return [self.h.broker.high_watermark(TopicPartition("cmd", p)) for p in (0, 1)]
+
+
+async def test_a_burst_with_refusals_ends_each_command_once_and_commits_everything() -> None:
+    w = World()
+    for c in ("a", "b", "c"):
+        w.channel(c)
+    d = await w.started()
+    for i in range(12):
+        w.command(f"ok-{i}", "abc"[i % 3])
+    w.command("bad-token", "a", token="wrong")
+    w.command("four-buttons", "b", message={"kind": "buttons", "body": "?", "buttons": [
+        {"id": str(n), "title": f"B{n}"} for n in range(4)]})
+    w.h.broker.produce("cmd", b"{not json", key=b"c")
+    w.command("ok-0", "a")  # upstream publishes one command twice
+    await w.run_for(d, 3)
+    await w.closed(d)
+    assert sorted(w.provider.calls) == sorted(f"ok-{i}" for i in range(12))
+    terminal = w.terminal()
+    assert all(n == 1 for n in terminal.values())
+    assert {c for c, s in terminal if s == "sent"} == {f"ok-{i}" for i in range(12)}
+    assert {(c, s) for c, s in terminal if s != "sent"} == {("bad-token", "rejected"), ("four-buttons", "rejected")}
+    assert sorted(r["error"]["code"] for r in w.out("cmd.dlq")) == ["invalid_json", "limit_exceeded", "unauthorized"]
+    assert TOKEN not in repr(w.out("cmd.dlq")) + repr(w.out("results"))
+    assert w.committed() == w.ends()
+
+
+async def test_a_held_channel_keeps_its_offset_uncommitted_across_a_restart() -> None:
+    w = World()
+    w.channel("open")
+    w.channel("closed")
+    w.health("closed", "closed")
+    d = await w.started()
+    w.command("h-1", "closed")
+    w.command("o-1", "open")
+    w.command("h-2", "closed")
+    await w.run_for(d, 3)
+    assert w.provider.calls == ["o-1"]
+    states = Counter(r["state"] for r in w.out("results"))
+    assert states == {"queued": 3, "held": 2, "sent": 1}
+    await w.closed(d)
+    assert w.committed() != w.ends()  # the held commands were not finished: not committed
+    w.health("closed", "open")
+    d = await w.started()  # a new instance: redelivers only the unfinished commands
+    await w.run_for(d, 3)
+    await w.closed(d)
+    assert sorted(w.provider.calls) == ["h-1", "h-2", "o-1"]
+    assert all(n == 1 for n in w.terminal().values())
+    assert w.committed() == w.ends()
+
+
+async def test_an_unavailable_provider_parks_the_command_and_the_retry_topic_sends_it() -> None:
+    w = World(attempts_in_place=2, backoff_base_seconds=0.5, retry_delay_seconds=60)
+    w.channel("a")
+    d = await w.started()
+    w.provider.script = [SendUnavailable("provider answered 503", ambiguous=False, status=503)] * 2
+    w.command("later", "a")
+    await w.run_for(d, 2)
+    [parked] = w.out("retry")
+    assert "token" not in parked
+    assert w.terminal() == Counter()
+    await w.run_for(d, 58)  # parked at 0.5 s with a 60 s delay
+    assert w.provider.calls == ["later", "later"]  # not before its not-before time
+    await w.run_for(d, 2)
+    await w.closed(d)
+    assert w.provider.calls == ["later"] * 3
+    assert w.terminal() == Counter({("later", "sent"): 1})
