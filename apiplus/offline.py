@@ -10,6 +10,10 @@ import orjson
 from apiplus.errors import ErrorCode, PermanentError
 
 
+class StderrLine(dict[str, Any]):
+    """An output that belongs on stderr under its input's line number (e.g. an input deliberately ignored)."""
+
+
 def error_line(line_no: int, error: PermanentError, *, with_field: bool = False, **known: Any) -> bytes:
     detail: dict[str, Any] = {"code": str(error.code)}
     if with_field:
@@ -44,7 +48,10 @@ def run_jsonl(
             stderr.write(error_line(line_no, internal, with_field=with_field, **(context(line) if context else {})))
             continue
         for out in outputs:
-            stdout.write(orjson.dumps(out) + b"\n")
+            if isinstance(out, StderrLine):
+                stderr.write(orjson.dumps({"line": line_no, **out}) + b"\n")
+            else:
+                stdout.write(orjson.dumps(out) + b"\n")
     stdout.flush()
     stderr.flush()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,11 +12,13 @@ from prometheus_client import CollectorRegistry
 
 from apiplus import redisio
 from apiplus.decode import DEFAULT_MAX_BYTES
+from apiplus.envelope import parse_rfc3339
 from apiplus.jsonlog import setup_logging
-from apiplus.offline import run_jsonl
+from apiplus.offline import StderrLine, run_jsonl
 from apiplus.runtime import serve
 from apiplus.settings import load_settings
-from services.ingest.core import DIALECTS, Context
+from services.ingest.common import valid_zone
+from services.ingest.core import DIALECTS, Context, Outcome
 from services.ingest.settings import IngestSettings
 from services.ingest.worker import build, normalize_record
 
@@ -26,6 +29,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     n = commands.add_parser("normalize", help="raw payloads (JSONL) on stdin -> canonical events on stdout")
     n.add_argument("--dialect", choices=DIALECTS, help="force the dialect instead of detecting it")
     n.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+    n.add_argument("--now", type=_moment, metavar="RFC3339",
+                   help="the time of reading, for events that carry no time (default: the clock)")
+    n.add_argument("--evolution-clock", default="receipt", type=_clock, metavar="receipt|utc|ZONE",
+                   help="how to read Evolution's date_time (default: receipt, i.e. the time of reading)")
     n.set_defaults(func=_normalize)
 
 
@@ -46,10 +53,35 @@ def _run(_: argparse.Namespace) -> int:
                  http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=normalise.metrics.ready)
 
 
-def _normalize(args: argparse.Namespace) -> int:
-    ctx = Context(dialect=args.dialect)
+def _moment(value: str) -> int:
+    try:
+        return int(parse_rfc3339(value).timestamp() * 1000)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time with a zone: {value!r}") from None
 
+
+def _clock(value: str) -> str:
+    if value in ("receipt", "utc") or valid_zone(value):
+        return value
+    raise argparse.ArgumentTypeError(f"not receipt, utc or an IANA time zone: {value!r}")
+
+
+def outcome_lines(outcome: Outcome) -> Iterator[dict[str, Any]]:
+    """Events for stdout; an `ignored` or `error` line on stderr for each thing that is not an event."""
+    yield from outcome.events
+    for ignored in outcome.ignored:
+        note: dict[str, Any] = {"reason": ignored.reason}
+        if ignored.detail is not None:
+            note["detail"] = ignored.detail
+        yield StderrLine(ignored=note)
+    for error in outcome.errors:
+        yield StderrLine(error={"code": str(error.code), "message": error.message})
+
+
+def _normalize(args: argparse.Namespace) -> int:
     def process(line: bytes) -> Iterator[dict[str, Any]]:
-        return iter(normalize_record(line, ctx, args.max_bytes))
+        now = args.now if args.now is not None else int(time.time() * 1000)
+        ctx = Context(dialect=args.dialect, received_at_ms=now, evolution_clock=args.evolution_clock)
+        return outcome_lines(normalize_record(line, ctx, args.max_bytes))
 
     return run_jsonl(process, sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer)

@@ -14,12 +14,13 @@ class IngestMetrics:
             "apiplus_ingest_events_total", "Canonical events emitted, by source gateway and type.",
             ["source", "type"], registry=registry,
         ))
-        self.ignored = Counter(
-            "apiplus_ingest_ignored_total", "Raw events that carry nothing we publish (presence, chats...).",
-            ["source"], registry=registry,
-        )
+        self.ignored = Labelled(Counter(
+            "apiplus_ingest_ignored_total",
+            "Raw events (or items of them) deliberately not published, by source gateway and reason.",
+            ["source", "reason"], registry=registry,
+        ))
         self.duplicates = Counter(
-            "apiplus_ingest_duplicates_total", "Gateway messages delivered again and not re-emitted.",
+            "apiplus_ingest_duplicates_total", "Gateway events delivered again and not re-emitted.",
             ["source"], registry=registry,
         )
         self.disconnects = Counter(

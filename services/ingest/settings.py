@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from apiplus import topics
 from apiplus.settings import WorkerSettings
+from services.ingest.common import valid_zone
 
 
 class IngestSettings(WorkerSettings):
@@ -27,8 +28,19 @@ class IngestSettings(WorkerSettings):
     dedupe_window_seconds: int = Field(24 * 3600, ge=60)
     # A typed answer to numbered options is recognised this long after the offer (docs/loop.md).
     offer_window_seconds: int = Field(24 * 3600, ge=60)
+    # How to read Evolution's envelope `date_time`, used only for events without a time of their own:
+    # "receipt" (the Kafka record's timestamp), "utc" (the server runs in UTC), or the server's IANA
+    # zone ("America/Sao_Paulo"). See docs/ingest.md.
+    evolution_clock: str = "receipt"
     flapping_disconnects: int = Field(5, ge=2)
     flapping_window_seconds: float = Field(600, gt=0)
     qr_loop_codes: int = Field(5, ge=2)
     stale_after_seconds: float = Field(1800, gt=0)
     tick_seconds: float = Field(15, gt=0)
+
+    @field_validator("evolution_clock")
+    @classmethod
+    def _known_clock(cls, value: str) -> str:
+        if value in ("receipt", "utc") or valid_zone(value):
+            return value
+        raise ValueError(f"evolution_clock must be receipt, utc or an IANA time zone, not {value!r}")

@@ -20,19 +20,19 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from apiplus.decode import parse_object
+from apiplus.dlq import dead_letter
 from apiplus.errors import ErrorCode, PermanentError, TransientError
 from apiplus.kafka import KafkaClientConfig, KafkaClients
 from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
 from apiplus.schemas import validate
 from apiplus.topics import dlq_name
-from services.ingest.core import Context, normalize
+from services.ingest.core import PRODUCER, Context, Outcome, normalize
 from services.ingest.health import CONDITIONS, STATES, ChannelHealth, HealthRules, observe, settle
 from services.ingest.loop import ReplyCorrelator
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
 
 log = logging.getLogger("apiplus.ingest")
-DEDUPED_TYPES = frozenset({"message.received", "message.sent"})
 DIALECT_HEADERS = ("x-apiplus-dialect", "dialect")
 HEALTH_KEY = "apiplus:health:"
 SEEN_KEY = "apiplus:ingest:seen:"
@@ -45,12 +45,22 @@ def dialect_header(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
     return None
 
 
-def normalize_record(raw: bytes | None, ctx: Context, max_bytes: int) -> list[dict[str, Any]]:
-    """Decode, normalise and check against the schemas: the worker's and `normalize`'s one path."""
-    events = normalize(parse_object(raw, max_bytes), ctx)
-    for event in events:
-        validate(event["type"], event)
-    return events
+def normalize_record(raw: bytes | None, ctx: Context, max_bytes: int) -> Outcome:
+    """Decode, normalise and check against the schemas: the worker's and `normalize`'s one path.
+
+    An event that breaks its schema is refused on its own, like any other bad item.
+    """
+    outcome = normalize(parse_object(raw, max_bytes), ctx)
+    valid = []
+    for event in outcome.events:
+        try:
+            validate(event["type"], event)
+        except PermanentError as exc:
+            outcome.errors.append(exc)
+        else:
+            valid.append(event)
+    outcome.events = valid
+    return outcome
 
 
 class NormalizeHandler:
@@ -59,31 +69,32 @@ class NormalizeHandler:
         self.redis = redis
         self.metrics = metrics
         self.replies = ReplyCorrelator(redis, metrics, settings.offer_window_seconds)
-        self._prepared: dict[tuple[str, int, int], list[dict[str, Any]] | PermanentError] = {}
+        self._prepared: dict[tuple[str, int, int], Outcome | PermanentError] = {}
 
     async def prepare(self, records: Sequence[Any]) -> None:
-        """Normalise the batch and check all its message ids against Redis in one pipeline."""
+        """Normalise the batch and check all its event ids against Redis in one pipeline."""
         self._prepared = {}
         for record in records:
-            ctx = Context(dialect=dialect_header(record.headers), received_at_ms=record.timestamp)
+            ctx = Context(dialect=dialect_header(record.headers), received_at_ms=record.timestamp,
+                          evolution_clock=self.settings.evolution_clock)
             try:
                 self._prepared[_position(record)] = normalize_record(record.value, ctx, self.settings.max_payload_bytes)
             except PermanentError as exc:
                 self._prepared[_position(record)] = exc
         duplicates = await self._duplicates(records)
-        for key, events in self._prepared.items():
-            if isinstance(events, list) and duplicates:
-                self._prepared[key] = [e for e in events if e["event_id"] not in duplicates.get(key, ())]
+        for key, outcome in self._prepared.items():
+            if isinstance(outcome, Outcome) and duplicates.get(key):
+                outcome.events = [e for e in outcome.events if e["event_id"] not in duplicates[key]]
         await self._correlate()
 
     async def _correlate(self) -> None:
         """`in_reply_to` and typed answers for the batch's messages, one Redis round trip (docs/loop.md)."""
-        lists = [(key, events) for key, events in self._prepared.items() if isinstance(events, list) and events]
-        if not lists:
+        outcomes = [o for o in self._prepared.values() if isinstance(o, Outcome) and o.events]
+        if not outcomes:
             return
-        correlated = iter(await self.replies.apply([e for _, events in lists for e in events]))
-        for key, events in lists:
-            self._prepared[key] = [next(correlated) for _ in events]
+        correlated = iter(await self.replies.apply([e for o in outcomes for e in o.events]))
+        for outcome in outcomes:
+            outcome.events = [next(correlated) for _ in outcome.events]
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
         prepared = self._prepared.pop(_position(record), None)
@@ -92,17 +103,27 @@ class NormalizeHandler:
             prepared = self._prepared.pop(_position(record))
         if isinstance(prepared, PermanentError):
             raise prepared
-        if not prepared:
-            self.metrics.ignored.labels(source=dialect_header(record.headers) or "detected").inc()
-            return []
+        refusal = prepared.refusal()
+        if refusal is not None and not prepared.events and not prepared.ignored:
+            raise refusal  # the whole record is refused: the processor dead-letters it
+        for ignored in prepared.ignored:
+            self.metrics.ignored(prepared.source, ignored.reason).inc()
         outputs = []
-        for event in prepared:
+        for event in prepared.events:
             self.metrics.events(event["source"], event["type"]).inc()
             outputs.append(Output(self.settings.events_topic, orjson.dumps(event), key=event["channel_id"].encode()))
+        if refusal is not None:  # some items refused, the others published: the record is dead-lettered too
+            outputs.append(self._dead_letter(record, refusal))
         return outputs
 
+    def _dead_letter(self, record: Any, error: PermanentError) -> Output:
+        self.metrics.worker.stage("normalize").dead_letter(str(error.code))
+        value = dead_letter(producer=PRODUCER, topic=record.topic, partition=record.partition, offset=record.offset,
+                            raw=record.value, error=error)
+        return Output(f"{self.settings.raw_topic}.dlq", orjson.dumps(value), key=record.key)
+
     async def _duplicates(self, records: Sequence[Any]) -> dict[tuple[str, int, int], set[str]]:
-        """Message ids first seen at another record. Seen at this very record means a retry.
+        """Event ids (of every type) first seen at another record. Seen at this very record means a retry.
 
         Marking happens before the transaction commits. If the transaction then aborts, the same
         record comes back, finds its own position in the marker and is emitted again, so a crash
@@ -110,10 +131,9 @@ class NormalizeHandler:
         """
         keyed = [
             (key, event)
-            for key, events in self._prepared.items()
-            if isinstance(events, list)
-            for event in events
-            if event["type"] in DEDUPED_TYPES
+            for key, outcome in self._prepared.items()
+            if isinstance(outcome, Outcome)
+            for event in outcome.events
         ]
         if not keyed:
             return {}

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry
 
-from apiplus import redisio
 from services.ingest.settings import IngestSettings
-from services.ingest.worker import HEALTH_KEY, build
+from services.ingest.worker import HEALTH_KEY
+from tests.integration.ingesttools import ingest_topics, running_ingest
 from tests.integration.kafkatools import (
     bootstrap,
-    create_topics,
     produce,
     read_all,
     redis_url,
@@ -27,19 +25,6 @@ from tests.integration.kafkatools import (
 )
 
 SECRET = "evo-apikey-" + "9" * 16
-
-
-def _topics() -> dict[str, str]:
-    base = unique("apiplus.ingest")
-    return {"raw_topic": f"{base}.raw", "events_topic": f"{base}.events", "health_topic": f"{base}.health",
-            "state_topic": f"{base}.state"}
-
-
-async def _create(topics: dict[str, str]) -> None:
-    await create_topics([topics["raw_topic"], topics["events_topic"], topics["raw_topic"] + ".dlq",
-                         topics["events_topic"] + ".dlq"], partitions=3)
-    await create_topics([topics["health_topic"], topics["state_topic"]], partitions=3,
-                        compacted=[topics["health_topic"], topics["state_topic"]])
 
 
 def _env(topics: dict[str, str]) -> dict[str, str]:
@@ -67,16 +52,12 @@ def _conn(instance: str, state: str, code: int | None, at: str) -> dict[str, Any
 
 
 async def test_raw_to_canonical_and_health_with_duplicates_and_bad_input(tmp_path: Path) -> None:
-    topics = _topics()
-    await _create(topics)
+    topics = await ingest_topics()
     env = _env(topics)
     fields = {k.removeprefix("APIPLUS_INGEST_").lower(): v for k, v in env.items() if k.startswith("APIPLUS_INGEST_")}
     settings = IngestSettings(kafka_bootstrap=bootstrap(), redis_url=redis_url(), **fields)
-    redis = redisio.connect(redis_url())
-    normalise, health = build(settings, CollectorRegistry(), redis)
-    tasks = [asyncio.create_task(normalise.run()), asyncio.create_task(health.run())]
     run = unique("r")
-    try:
+    async with running_ingest(settings) as redis:
         raw = [
             (b"evo-a", _conn(f"{run}-a", "connecting", None, "2026-11-27T09:00:00Z")),
             (b"evo-a", _conn(f"{run}-a", "open", None, "2026-11-27T09:00:05Z")),
@@ -93,11 +74,6 @@ async def test_raw_to_canonical_and_health_with_duplicates_and_bad_input(tmp_pat
         dlq = await read_all(topics["raw_topic"] + ".dlq", expect=2)
         await wait_for(lambda: redis.get(HEALTH_KEY + f"{run}-a"))
         copy = orjson.loads(await redis.get(HEALTH_KEY + f"{run}-a"))
-    finally:
-        normalise.stop()
-        health.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
-        await redis.aclose()
     kinds = collections.Counter(e["type"] for e in events)
     assert kinds == {"message.received": 2, "connection.update": 3}
     assert sorted(e["message"]["id"] for e in events if e["type"] == "message.received") == ["M1", "M2"]
@@ -110,8 +86,7 @@ async def test_raw_to_canonical_and_health_with_duplicates_and_bad_input(tmp_pat
 
 
 async def test_kill9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    topics = _topics()
-    await _create(topics)
+    topics = await ingest_topics()
     run = unique("k")
     raw = [(f"i{i % 40}".encode(), _upsert(f"{run}-{i % 40}", f"M{i}")) for i in range(3000)]
     log = tmp_path / "ingest.log"

@@ -1,4 +1,4 @@
-"""Normalising each gateway dialect, from the documented payload shapes."""
+"""Normalising each gateway dialect, from the documented payload shapes (real traffic: test_ingest_corpus.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from apiplus.decode import parse_object
 from apiplus.errors import ErrorCode, PermanentError
 from apiplus.schemas import validate
-from services.ingest.core import Context, detect_dialect, digits_of, normalize
+from services.ingest.core import Context, Outcome, detect_dialect, digits_of
+from services.ingest.core import normalize as normalize_outcome
 
 SECRET = "S3CR3T-apikey-0123456789"
 
@@ -54,8 +55,19 @@ def uazapi(event_type: str, **body: Any) -> dict[str, Any]:
             "token": SECRET, **body}
 
 
+NOW = Context(received_at_ms=1764234000000)
+
+
+def normalize(payload: dict[str, Any], ctx: Context = NOW) -> list[dict[str, Any]]:
+    """The events of a payload that yields no ignores and no errors."""
+    outcome = normalize_outcome(payload, ctx)
+    assert not outcome.errors, outcome.errors
+    assert not outcome.ignored, outcome.ignored
+    return outcome.events
+
+
 def one(payload: dict[str, Any], ctx: Context | None = None) -> dict[str, Any]:
-    events = normalize(payload, ctx or Context())
+    events = normalize(payload, ctx or NOW)
     assert len(events) == 1
     validate(events[0]["type"], events[0])
     return events[0]
@@ -85,7 +97,7 @@ def test_cloud_location_and_media() -> None:
     assert loc["message"]["location"] == {"latitude": -23.5, "longitude": -46.6, "name": "Casa", "address": None}
     img = one(cloud([cloud_msg("image", {"image": {"id": "m1", "caption": "foto"}})]))
     assert (img["message"]["kind"], img["message"]["text"]) == ("image", "foto")
-    other = one(cloud([cloud_msg("order", {"order": {}})]))
+    other = one(cloud([cloud_msg("payment_link", {"payment_link": {}})]))
     assert other["message"]["kind"] == "unknown"
 
 
@@ -101,20 +113,19 @@ def test_cloud_body_with_several_messages_and_statuses() -> None:
     assert len({e["event_id"] for e in events}) == 3
 
 
-def test_cloud_without_phone_number_id_is_refused_whole() -> None:
-    with pytest.raises(PermanentError) as err:
-        normalize(cloud([cloud_msg("text", {"text": {"body": "oi"}})], phone_number_id=None))
-    assert err.value.code == ErrorCode.MISSING_FIELD
-    assert err.value.field is not None
-    assert err.value.field.endswith("phone_number_id")
+def test_cloud_without_phone_number_id_refuses_that_change() -> None:
+    outcome = normalize_outcome(cloud([cloud_msg("text", {"text": {"body": "oi"}})], phone_number_id=None))
+    assert outcome.events == []
+    [error] = outcome.errors
+    assert error.code == ErrorCode.MISSING_FIELD
+    assert error.field == "entry[0].changes[0].value.metadata.phone_number_id"
 
 
 def test_cloud_wrong_type_names_the_field() -> None:
     payload = cloud([{**cloud_msg("text", {"text": {"body": "oi"}}), "timestamp": ["x"]}])
-    with pytest.raises(PermanentError) as err:
-        normalize(payload)
-    assert err.value.code == ErrorCode.WRONG_TYPE
-    assert err.value.field == "entry[0].changes[0].value.messages[0].timestamp"
+    [error] = normalize_outcome(payload).errors
+    assert error.code == ErrorCode.WRONG_TYPE
+    assert error.field == "entry[0].changes[0].value.messages[0].timestamp"
 
 
 # --- Evolution -----------------------------------------------------------------------------------
@@ -153,7 +164,7 @@ def test_evolution_close_codes(code: int, state: str, reason: str) -> None:
 def test_evolution_status_update_and_logout_and_qr() -> None:
     status = one(evolution("messages.update", {"keyId": "K1", "remoteJid": "5511@s.whatsapp.net",
                                                "status": "DELIVERY_ACK"}))
-    assert status["status"] == {"message_id": "K1", "state": "delivered", "recipient": "5511"}
+    assert status["status"] == {"message_id": "K1", "state": "delivered", "recipient": "5511", "from_me": False}
     logout = one(evolution("logout.instance", {}))
     assert logout["connection"]["state"] == "logged_out"
     assert logout["connection"]["code"] == 401
@@ -170,8 +181,10 @@ def test_evolution_without_instance_is_refused() -> None:
     assert (err.value.code, err.value.field) == (ErrorCode.MISSING_FIELD, "instance")
 
 
-def test_evolution_presence_is_ignored_not_refused() -> None:
-    assert normalize(evolution("presence.update", {"id": "x"})) == []
+def test_evolution_presence_is_ignored_with_a_reason_not_refused() -> None:
+    outcome = normalize_outcome(evolution("presence.update", {"id": "x"}))
+    assert (outcome.events, outcome.errors) == ([], [])
+    assert [(i.reason, i.detail) for i in outcome.ignored] == [("presence", "presence.update")]
 
 
 # --- uazapi --------------------------------------------------------------------------------------
@@ -187,7 +200,7 @@ def test_uazapi_list_reply_and_logged_out_connection() -> None:
     lr = one(uazapi("messages", message={"messageid": "m2", "chatid": "5511@s.whatsapp.net", "fromMe": False,
                                          "messageType": "ListResponseMessage", "text": "Pix", "buttonOrListid": "r9",
                                          "messageTimestamp": 1764234000000}))
-    assert lr["message"]["reply"] == {"id": "r9", "title": "Pix"}
+    assert lr["message"]["reply"] == {"id": "r9", "title": "Pix", "description": None}
     conn = one(uazapi("connection", instance={"status": "disconnected",
                                               "lastDisconnectReason": "401: logged out from another device"}),
                Context(received_at_ms=1764234000000))
@@ -195,10 +208,12 @@ def test_uazapi_list_reply_and_logged_out_connection() -> None:
     assert conn["occurred_at"] == "2025-11-27T09:00:00Z"
 
 
-def test_uazapi_connection_without_any_timestamp_needs_the_record_time() -> None:
-    with pytest.raises(PermanentError) as err:
-        normalize(uazapi("connection", instance={"status": "connected"}))
-    assert err.value.code == ErrorCode.MISSING_FIELD
+def test_uazapi_connection_without_any_timestamp_takes_the_record_time_and_a_stable_id() -> None:
+    payload = uazapi("connection", instance={"status": "connected"})
+    first = one(payload, Context(received_at_ms=1764234000000))
+    again = one(payload, Context(received_at_ms=1764234099000))  # the same webhook, delivered later
+    assert first["occurred_at"] == "2025-11-27T09:00:00Z"
+    assert first["event_id"] == again["event_id"]
 
 
 # --- across dialects -----------------------------------------------------------------------------
@@ -238,17 +253,25 @@ gateway_keys = st.sampled_from(["object", "entry", "event", "instance", "data", 
 
 @given(st.dictionaries(gateway_keys, json_values, max_size=6), st.sampled_from([None, *["cloudapi", "evolution",
                                                                                         "uazapi"]]))
-def test_arbitrary_json_never_crashes_and_never_leaks_a_secret(payload: dict[str, Any], forced: str | None) -> None:
+def test_arbitrary_json_never_crashes_never_vanishes_and_never_leaks_a_secret(payload: dict[str, Any],
+                                                                             forced: str | None) -> None:
     payload = {**payload, "apikey": SECRET, "token": SECRET}
     try:
-        events = normalize(payload, Context(dialect=forced, received_at_ms=1764234000000))
+        outcome = normalize_outcome(payload, Context(dialect=forced, received_at_ms=1764234000000))
     except PermanentError as exc:
         assert exc.code in ErrorCode.__members__.values()
         assert SECRET not in exc.message
         return
-    for event in events:
+    assert_accounted_for(outcome)
+    for event in outcome.events:
         assert SECRET not in orjson.dumps(event).decode()
         validate(event["type"], event)
+    assert all(SECRET not in e.message for e in outcome.errors)
+
+
+def assert_accounted_for(outcome: Outcome) -> None:
+    """Nothing vanishes: a record yields events, or says why not (an ignore or an error)."""
+    assert outcome.events or outcome.ignored or outcome.errors, "a record yielded nothing and said nothing"
 
 
 @given(st.binary(max_size=200))

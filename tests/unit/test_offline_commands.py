@@ -35,6 +35,32 @@ def test_ingest_normalize() -> None:
     assert b"SECRETKEY" not in result.stdout + result.stderr
 
 
+def test_ingest_normalize_says_what_it_ignores_and_dates_timeless_events_with_now() -> None:
+    presence = orjson.dumps({"event": "presence.update", "instance": "i", "data": {"id": "x"}})
+    timeless = orjson.dumps({"EventType": "connection", "instanceName": "u", "token": "SECRETKEY",
+                             "instance": {"status": "connected"}})
+    two_items = orjson.dumps({"object": "whatsapp_business_account", "entry": [{"id": "w", "changes": [
+        {"field": "messages", "value": {"metadata": {"phone_number_id": "P"}, "statuses": [
+            {"id": "wamid.1", "status": "played", "timestamp": "1764234000", "recipient_id": "5511"},
+            {"id": "wamid.2", "status": "exploded", "timestamp": "1764234000"}]}}]}]})
+    stdin = b"\n".join([presence, timeless, two_items]) + b"\n"
+    result = apiplus("ingest", "normalize", "--now", "2026-01-01T00:00:00Z", stdin=stdin)
+    again = apiplus("ingest", "normalize", "--now", "2026-01-01T00:00:00Z", stdin=stdin)
+    assert result.returncode == 0
+    out = lines(result.stdout)
+    assert [(e["type"], e["occurred_at"]) for e in out] == [("connection.update", "2026-01-01T00:00:00Z"),
+                                                            ("message.status", "2025-11-27T09:00:00Z")]
+    assert out[1]["status"]["state"] == "played"
+    assert lines(result.stderr) == [
+        {"line": 1, "ignored": {"reason": "presence", "detail": "presence.update"}},
+        {"line": 3, "error": {"code": "invalid_value",
+                              "message": "entry[0].changes[0].value.statuses[1].status 'exploded' is not a Cloud "
+                                         "API status"}},
+    ]
+    assert result.stdout == again.stdout  # reproducible with --now
+    assert b"SECRETKEY" not in result.stdout + result.stderr
+
+
 def test_dispatch_render() -> None:
     good = orjson.dumps({"command_id": "c1", "channel_id": "ch", "token": "TOKENVALUE", "to": "5511999990000",
                          "message": {"kind": "text", "body": "oi"}})
