@@ -22,6 +22,7 @@ import pytest
 from services.dispatch.simloop import AutoEmit, GatewayLoop
 from services.dispatch.simulator import Simulator
 from tests.integration.dispatchtools import RUN, RunningSimulator, channel_row, cid, dispatch_env, dispatch_topics
+from tests.integration.ingesttools import ingest_topics
 from tests.integration.kafkatools import (
     bootstrap,
     create_topics,
@@ -53,10 +54,8 @@ def command(name: str, channel_id: str, message: dict[str, Any], **extra: Any) -
 class Stack:
     """Topics, the simulator with its webhook side, and the ingest and dispatch processes."""
 
-    def __init__(self, tmp_path: Path, **dispatch_extra: str) -> None:
-        base = unique("apiplus.loop")
-        self.ingest_topics = {"raw_topic": f"{base}.raw", "events_topic": f"{base}.events",
-                              "health_topic": f"{base}.health", "state_topic": f"{base}.state"}
+    def __init__(self, tmp_path: Path, ingest: dict[str, str], **dispatch_extra: str) -> None:
+        self.ingest_topics = ingest
         self.dispatch_topics = dispatch_topics()
         self.tmp_path = tmp_path
         self.gateway = GatewayLoop(bootstrap(), self.ingest_topics["raw_topic"])
@@ -80,9 +79,6 @@ class Stack:
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
     async def start(self) -> None:
-        t = self.ingest_topics
-        await create_topics([t["raw_topic"], t["events_topic"], t["raw_topic"] + ".dlq", t["events_topic"] + ".dlq"])
-        await create_topics([t["health_topic"], t["state_topic"]], compacted=[t["health_topic"], t["state_topic"]])
         d = self.dispatch_topics
         await create_topics([d["commands_topic"], d["retry_topic"], d["results_topic"], d["commands_topic"] + ".dlq"])
         await create_topics([d["registry_topic"], d["health_topic"]],
@@ -159,7 +155,7 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, **dispatch_extra: str) -> AsyncIterator[Stack]:
-    s = Stack(tmp_path, **dispatch_extra)
+    s = Stack(tmp_path, await ingest_topics(), **dispatch_extra)
     await s.start()
     try:
         yield s
