@@ -37,7 +37,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     commands.add_parser("run", help="consume commands and deliver them").set_defaults(func=_run)
     r = commands.add_parser("render", help="commands (JSONL) on stdin -> provider requests on stdout")
     r.add_argument("--provider", required=True, choices=[p for p in providers.NAMES if p != "simulator"])
-    r.add_argument("--mode", choices=("plus", "plain"), default="plus", help="the channel's mode (default plus)")
+    r.add_argument("--mode", choices=("plus", "plain"), default="plus",
+                   help="the channel's mode (default plus); plain prints interactive messages as numbered text, "
+                        "the numbers (and titles) typed answers are matched against")
     r.set_defaults(func=_render)
     s = commands.add_parser("simulator", help="run the local provider simulator")
     s.add_argument("--host", default="127.0.0.1")
