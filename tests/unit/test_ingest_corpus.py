@@ -8,6 +8,8 @@ state…): those must be equal. It also lists the ignore reasons and error codes
 from __future__ import annotations
 
 import copy
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apiplus.errors import PermanentError
+from apiplus.offline import run_jsonl
 from apiplus.schemas import validate
+from services.ingest.cli import outcome_lines
 from services.ingest.core import Context, Outcome, normalize
 from services.ingest.worker import normalize_record
 
@@ -143,3 +147,17 @@ def test_no_input_yields_nothing_without_an_error_or_an_ignore(payload: dict[str
     assert outcome.events or outcome.ignored or outcome.errors, "a record yielded nothing and said nothing"
     for event in outcome.events:
         validate(event["type"], event)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(mutated())
+def test_every_normalize_input_line_gets_an_event_or_a_stderr_line(payload: dict[str, Any]) -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+
+    def process(line: bytes) -> Any:
+        return outcome_lines(normalize_record(line, Context(received_at_ms=NOW_MS), 512 * 1024))
+
+    line = json.dumps(payload).encode() + b"\n"  # stdlib: odd values include integers orjson will not write
+    run_jsonl(process, io.BytesIO(line), out, err)
+    assert out.getvalue() or err.getvalue(), "an input line yielded no event and no stderr line"
+    assert all(orjson.loads(line)["line"] == 1 for line in err.getvalue().splitlines())
