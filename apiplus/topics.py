@@ -46,6 +46,7 @@ REGISTRY_CHANNELS = Topic("apiplus.registry.channels.v1", key="channel_id", comp
 DISPATCH_COMMANDS = Topic("apiplus.dispatch.commands.v1", key="channel_id")
 DISPATCH_RETRY = Topic("apiplus.dispatch.retry.v1", key="channel_id")
 DISPATCH_RESULTS = Topic("apiplus.dispatch.results.v1", key="channel_id")
+DISPATCH_PROGRESS = Topic("apiplus.dispatch.progress.v1", key="input topic:partition", compacted=True)
 # billing
 BILLING_LIFECYCLE = Topic("apiplus.billing.lifecycle.v1", key="tenant_id")
 BILLING_STATE = Topic("apiplus.billing.state.v1", key="tenant_id", compacted=True)
@@ -60,6 +61,7 @@ TOPICS: tuple[Topic, ...] = (
     DISPATCH_COMMANDS,
     DISPATCH_RETRY,
     DISPATCH_RESULTS,
+    DISPATCH_PROGRESS,
     BILLING_LIFECYCLE,
     BILLING_STATE,
     BILLING_INVOICES,

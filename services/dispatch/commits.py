@@ -12,7 +12,6 @@ from apiplus.offsets import OffsetTracker
 class Commits:
     def __init__(self) -> None:
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
-        self.committed: dict[TopicPartition, int] = {}
 
     def assign(self, tps: Iterable[TopicPartition]) -> None:
         for tp in tps:
@@ -21,7 +20,6 @@ class Commits:
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
         for tp in tps:
             self.trackers.pop(tp, None)
-            self.committed.pop(tp, None)
 
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self.trackers
@@ -34,19 +32,6 @@ class Commits:
         tracker = self.trackers.get(tp)
         if tracker is not None:
             tracker.done(offset)
-
-    def due(self, only: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        """Positions that moved since the last commit."""
-        offsets = {}
-        for tp in only if only is not None else list(self.trackers):
-            tracker = self.trackers.get(tp)
-            position = tracker.committable() if tracker else None
-            if position is not None and position != self.committed.get(tp):
-                offsets[tp] = position
-        return offsets
-
-    def committed_at(self, offsets: dict[TopicPartition, int]) -> None:
-        self.committed.update(offsets)
 
     def position(self, tp: TopicPartition) -> int | None:
         tracker = self.trackers.get(tp)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from apiplus.backoff import Backoff
 from apiplus.clock import Clock
 from apiplus.dlq import SourceRecord
 from apiplus.errors import ErrorCode, PermanentError
+from apiplus.kafka import Output
 from services.dispatch.commits import Commits
 from services.dispatch.core import Channel, Command, render_command
 from services.dispatch.job import Job
@@ -74,14 +75,20 @@ class Delivery:
         self.stopping = False
         self._awaiting: dict[str, tuple[Job, asyncio.Task[None]]] = {}  # command id -> echo wait
 
-    async def finish(self, job: Job, state: ResultState, *, message_id: str | None = None,
-                     error: Failure | None = None, resolved_by: str | None = None) -> None:
-        """The terminal result, acknowledged; then the record says DONE; then the offset may be committed."""
-        if state is ResultState.SENT and message_id and self.loop is not None:
-            await self.loop.remember(job.command, job.channel, message_id, resolved_by)
-        await self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error,
-                                  resolved_by=resolved_by)
-        job.record = await self.records.step(job.command_id, job.record, done(str(state), message_id))
+    def finish(self, job: Job, state: ResultState, *, message_id: str | None = None, error: Failure | None = None,
+               first: Sequence[Output] = (), resolved_by: str | None = None) -> None:
+        """The terminal result (after `first`, e.g. a dead letter) into the partition's outbox; the offset may
+        then be committed with it. The send record says DONE once that transaction has committed."""
+        before, after = job.record, done(str(state), message_id)
+
+        async def record_done() -> None:
+            await self.records.step(job.command_id, before, after)
+
+        result = self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error,
+                                     resolved_by=resolved_by)
+        self.outputs.finished(job.tp, job.offset, [*first, result], record_done)
+        self.records.remember(job.command_id)
+        job.record = after
         self.commits.done(job.tp, job.offset)
 
     def skip(self, job: Job) -> None:
@@ -100,10 +107,10 @@ class Delivery:
         if state is SendState.DONE:
             return self.skip(job)
         if state is SendState.SENT:
-            return await self.finish(job, ResultState.SENT, message_id=current.message_id if current else None)
+            return await self._sent(job, current.message_id if current else None)
         if state is SendState.SENDING and not self.idempotent(job.channel.provider):
             attempted = current.at if current is not None and current.at is not None else self.clock.time()
-            return await self._unknown(job, attempted, DELIVERY_UNKNOWN)
+            return self._unknown(job, attempted, DELIVERY_UNKNOWN)
         request = render_command(job.command, job.channel)
         for attempt in range(1, self.policy.attempts_in_place + 1):
             attempted = self.clock.time()
@@ -111,31 +118,37 @@ class Delivery:
             try:
                 message_id = await self._call(job, request)
             except SendFailed as exc:
-                return await self.finish(job, ResultState.FAILED, error=Failure(
+                return self.finish(job, ResultState.FAILED, error=Failure(
                     ErrorCode.PROVIDER_REJECTED, f"the provider refused the request with HTTP {exc.status}",
                     provider_status=exc.status))
             except SendUnavailable as exc:
                 if exc.ambiguous and not self.idempotent(job.channel.provider):
-                    return await self._unknown(job, attempted, Failure(
+                    return self._unknown(job, attempted, Failure(
                         ErrorCode.DELIVERY_UNKNOWN,
                         f"{exc.reason}: the message may have been delivered; not sent again",
                         provider_status=exc.status))
                 if not exc.ambiguous:
                     job.record = await self.records.step(job.command_id, job.record, retrying())
                 if attempt == self.policy.attempts_in_place:
-                    return await self._park(job, exc)
+                    return self._park(job, exc)
                 self.metrics.delivery.retries.inc()
                 await self.clock.sleep(self.policy.backoff.delay(attempt, exc.retry_after))
                 continue
             job.record = await self.records.step(job.command_id, job.record, sent(message_id))
-            return await self.finish(job, ResultState.SENT, message_id=message_id)
+            return await self._sent(job, message_id)
+
+    async def _sent(self, job: Job, message_id: str | None, resolved_by: str | None = None) -> None:
+        """Remembered in the sent map (and its offer) before the `sent` result: receipts and replies find it."""
+        if message_id and self.loop is not None:
+            await self.loop.remember(job.command, job.channel, message_id, resolved_by)
+        self.finish(job, ResultState.SENT, message_id=message_id, resolved_by=resolved_by)
 
     # --- unknown outcomes --------------------------------------------------------------------------
-    async def _unknown(self, job: Job, attempted: float, error: Failure) -> None:
+    def _unknown(self, job: Job, attempted: float, error: Failure) -> None:
         """Never sent again. With the loop, the echo is awaited off the lane; without it, failed at once."""
         if self.loop is None:
             self.metrics.unknown_sends.labels(outcome="left_unknown").inc()
-            return await self.finish(job, ResultState.FAILED, error=error)
+            return self.finish(job, ResultState.FAILED, error=error)
         task = asyncio.create_task(self._settle(job, attempted, error), name="echo-wait")
         self._awaiting[job.command_id] = (job, task)
         task.add_done_callback(lambda _: self._awaiting.pop(job.command_id, None))
@@ -149,11 +162,11 @@ class Delivery:
             return  # the offset stays uncommitted: the next owner waits out the rest of the window
         if message_id is None:
             self.metrics.unknown_sends.labels(outcome="left_unknown").inc()
-            await self.finish(job, ResultState.FAILED, error=error)
+            self.finish(job, ResultState.FAILED, error=error)
             return
         self.metrics.unknown_sends.labels(outcome="resolved_by_echo").inc()
         job.record = await self.records.step(job.command_id, job.record, sent(message_id))
-        await self.finish(job, ResultState.SENT, message_id=message_id, resolved_by="echo")
+        await self._sent(job, message_id, resolved_by="echo")
 
     async def cancel_waits(self, tps: Iterable[TopicPartition] | None = None) -> None:
         """Partitions given up (None: all): their echo waits stop; the commands are redelivered to the next owner."""
@@ -183,13 +196,14 @@ class Delivery:
         self.metrics.send_duration(provider).observe(elapsed)
         return message_id
 
-    async def _park(self, job: Job, exc: SendUnavailable) -> None:
+    def _park(self, job: Job, exc: SendUnavailable) -> None:
         """In-place attempts used up: to the retry topic (this command gives up its place), or fail for good."""
         if job.retry_round >= self.policy.rounds:
             error = PermanentError(ErrorCode.RETRIES_EXHAUSTED, f"provider unavailable: {exc.reason}")
             source = SourceRecord(job.tp.topic, job.tp.partition, job.offset, job.channel_id.encode(), job.raw)
-            await self.outputs.dead_letter(source, error, stage=DELIVERY)
-            return await self.finish(job, ResultState.FAILED, error=Failure.of(error, exc.status))
+            dead = self.outputs.dead_letter(source, error, stage=DELIVERY)
+            return self.finish(job, ResultState.FAILED, error=Failure.of(error, exc.status), first=[dead])
         self.metrics.parked.inc()
-        await self.outputs.park(job.channel_id, job.raw, job.retry_round + 1, self.policy.round_delay)
+        parked = self.outputs.parked(job.channel_id, job.raw, job.retry_round + 1, self.policy.round_delay)
+        self.outputs.finished(job.tp, job.offset, [parked])
         self.commits.done(job.tp, job.offset)

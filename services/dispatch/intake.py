@@ -23,6 +23,7 @@ from services.dispatch.job import Job
 from services.dispatch.lanes import Lanes
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.outcome import Failure, ResultState
+from services.dispatch.progress import Mark
 from services.dispatch.record import SendRecord, SendState
 from services.dispatch.results import NOT_BEFORE_HEADER, RETRY_HEADER, Outputs
 from services.dispatch.store import SendRecords
@@ -53,11 +54,15 @@ class Intake:
         for record in records:
             self.commits.add(tp, record.offset)
             self.metrics.commands(source).inc()
+            if self.outputs.committed(tp, record.offset) is Mark.FINISHED:  # before a restart
+                self.metrics.duplicates.inc()
+                self.commits.done(tp, record.offset)
+                continue
             try:
                 decoded.append((record, parse_object(record.value)))
             except PermanentError as exc:
                 self.metrics.intake.record("dead_lettered")
-                await self.outputs.dead_letter(record, exc)
+                self.outputs.finished(tp, record.offset, [self.outputs.dead_letter(record, exc)])
                 self.commits.done(tp, record.offset)
         stored = await self.records.read([_text(data, "command_id") or "" for _, data in decoded])
         for record, data in decoded:
@@ -68,7 +73,7 @@ class Intake:
             command, channel = self._check(tp, data)
         except PermanentError as exc:
             self.metrics.intake.record("dead_lettered")
-            await self._refuse(tp, record, data, exc)
+            self._refuse(tp, record, data, exc, stored)
             return
         self.metrics.intake.record("ok")
         if stored is not None and stored.state is SendState.DONE:
@@ -77,13 +82,14 @@ class Intake:
             return
         headers = dict(record.headers or ())
         now = self.clock.time()
+        reported = self.outputs.committed(tp, record.offset)
         not_after = parse_rfc3339(command.not_after).timestamp() if command.not_after is not None else None
         await self.lanes.add(Job(
             tp=tp, offset=record.offset, command=command, channel=channel, raw=record.value,
             deadlines=Deadlines(accepted_at=now, not_after=not_after, max_hold=self.max_hold),
             retry_round=int(headers.get(RETRY_HEADER, b"0") or 0),
             not_before=float(headers.get(NOT_BEFORE_HEADER, b"0") or 0),
-            record=stored,
+            record=stored, queued_reported=reported >= Mark.QUEUED, held_reported=reported >= Mark.HELD,
         ))
 
     def _check(self, tp: TopicPartition, data: dict[str, Any]) -> tuple[Command, Channel]:
@@ -98,10 +104,19 @@ class Intake:
         render_command(command, channel)  # refuse what the provider cannot carry before queueing
         return command, channel
 
-    async def _refuse(self, tp: TopicPartition, record: Any, data: dict[str, Any], exc: PermanentError) -> None:
+    def _refuse(self, tp: TopicPartition, record: Any, data: dict[str, Any], exc: PermanentError,
+                stored: SendRecord | None) -> None:
+        """A dead letter, and a `rejected` result unless another copy of the command got further."""
         self.metrics.rejects(str(exc.code)).inc()
         command_id, channel_id = _text(data, "command_id"), _text(data, "channel_id")
-        if command_id and channel_id and await self.records.claim_terminal(command_id, str(ResultState.REJECTED)):
-            await self.outputs.result(command_id, channel_id, ResultState.REJECTED, error=Failure.of(exc))
-        await self.outputs.dead_letter(record, exc)
+        outputs, after = [], None
+        if command_id and channel_id and self.records.current(command_id, stored) is None:
+            outputs.append(self.outputs.result(command_id, channel_id, ResultState.REJECTED, error=Failure.of(exc)))
+            self.records.remember(command_id)
+
+            async def after() -> None:
+                await self.records.claim_terminal(command_id, str(ResultState.REJECTED))
+
+        outputs.append(self.outputs.dead_letter(record, exc))
+        self.outputs.finished(tp, record.offset, outputs, after)
         self.commits.done(tp, record.offset)

@@ -21,6 +21,7 @@ class Job:
     deadlines: Deadlines
     retry_round: int = 0
     not_before: float = 0.0
+    queued_reported: bool = False  # its `queued` result is out (or committed before a restart)
     held_reported: bool = False
     record: SendRecord | None = None  # the send record as last read or written by this process
 

@@ -67,12 +67,13 @@ class Lanes:
             pacer = self.pacers.setdefault(job.channel_id, Pacer())
             lane = self.lanes[job.channel_id] = Lane(job.channel_id, pacer)
         if len(lane.jobs) >= self.rules.max_queue:
-            await self.delivery.finish(job, ResultState.EXPIRED, error=QUEUE_FULL)
+            self.delivery.finish(job, ResultState.EXPIRED, error=QUEUE_FULL)
             return
         lane.jobs.append(job)
         self.buffered += 1
-        if job.retry_round == 0:
-            await self.outputs.result(job.command_id, job.channel_id, ResultState.QUEUED)
+        if job.retry_round == 0 and not job.queued_reported:
+            job.queued_reported = True
+            self.outputs.progress(job.tp, job.offset, job.command_id, job.channel_id, ResultState.QUEUED)
         if lane.task is None or lane.task.done():
             lane.task = asyncio.create_task(self._work(lane), name="lane")
         else:
@@ -95,10 +96,10 @@ class Lanes:
             expired = expiry(job.deadlines, now)
             if expired is not None:
                 self._pop(lane)
-                await self.delivery.finish(job, ResultState.EXPIRED, error=expired)
+                self.delivery.finish(job, ResultState.EXPIRED, error=expired)
                 continue
             if not self.rules.is_open(lane.channel_id):
-                await self._report_held(lane)
+                self._report_held(lane)
                 await self._wait(lane, "held", job.deadlines.hold_until - now)
                 continue
             delay = self._delay(lane, job, now)
@@ -126,11 +127,12 @@ class Lanes:
             return wait
         return max(wait, lane.pacer.delay(self.rules.pacing(job.channel), job.command.to, now))
 
-    async def _report_held(self, lane: Lane) -> None:
+    def _report_held(self, lane: Lane) -> None:
         for waiting in list(lane.jobs):
             if not waiting.held_reported:
                 waiting.held_reported = True
-                await self.outputs.result(waiting.command_id, waiting.channel_id, ResultState.HELD)
+                self.outputs.progress(waiting.tp, waiting.offset, waiting.command_id, waiting.channel_id,
+                                      ResultState.HELD)
 
     async def _wait(self, lane: Lane, why: str, seconds: float) -> None:
         lane.waiting = why
@@ -144,8 +146,7 @@ class Lanes:
         for channel_id, lane in list(self.lanes.items()):
             if not any(job.tp in revoked for job in lane.jobs):
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.idle.wait(), self.rules.drain_timeout)
+            await self.clock.wait(lane.idle, self.rules.drain_timeout)
             if lane.task is not None:
                 lane.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

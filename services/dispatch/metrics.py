@@ -13,6 +13,7 @@ from apiplus.metrics import LATENCY_BUCKETS, Labelled, WorkerMetrics
 INTAKE = "intake"  # the `stage` label of records read and dead-lettered at intake
 DELIVERY = "delivery"  # ... of provider sends retried in place, and of dead letters after the last retry
 RECEIPTS = "receipts"  # ... of the receipts stage (canonical statuses and echoes -> dispatch.delivery)
+OUTBOX = "outbox"  # ... of the per-partition transactions that commit outputs with offsets
 
 
 class DispatchMetrics:
@@ -20,6 +21,7 @@ class DispatchMetrics:
         self.worker = WorkerMetrics(registry, "dispatch")
         self.intake = self.worker.stage(INTAKE)
         self.delivery = self.worker.stage(DELIVERY)
+        self.outbox = self.worker.stage(OUTBOX)
         self.commands = Labelled(Counter(
             "apiplus_dispatch_commands_total", "Commands read, by source topic kind.", ["source"], registry=registry,
         ))

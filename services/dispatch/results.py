@@ -1,14 +1,12 @@
-"""What dispatch writes to Kafka: results, dead letters, and commands parked in the retry topic.
+"""What dispatch writes: results, dead letters, and commands parked in the retry topic.
 
-Progress results (`queued`, `held`) are not awaited; terminal ones are acknowledged before the send
-record says DONE, so a crash in between re-emits the same result (same `event_id`) rather than lose it.
+Every output belongs to one consumed command (its partition and offset) and goes into that
+partition's outbox (outbox.py), committed with the offset in one transaction: visible exactly once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,14 +15,16 @@ from apiplus.clock import Clock
 from apiplus.dlq import DeadLetterWriter, Source
 from apiplus.envelope import deterministic_id, make_event, rfc3339_from_epoch
 from apiplus.errors import PermanentError
-from apiplus.kafka import Producer
+from apiplus.kafka import Output
 from services.dispatch.metrics import INTAKE, DispatchMetrics
+from services.dispatch.outbox import After, Outboxes
 from services.dispatch.outcome import Failure, ResultState
+from services.dispatch.progress import Mark
 
-log = logging.getLogger("apiplus.dispatch")
 PRODUCER = "apiplus-dispatch"
 RETRY_HEADER = "x-apiplus-retry-round"
 NOT_BEFORE_HEADER = "x-apiplus-not-before"
+PROGRESS = {ResultState.QUEUED: Mark.QUEUED, ResultState.HELD: Mark.HELD}
 
 
 def result_event(command_id: str, channel_id: str, state: ResultState, now: float, *,
@@ -42,39 +42,41 @@ def result_event(command_id: str, channel_id: str, state: ResultState, now: floa
 
 
 class Outputs:
-    def __init__(self, producer: Callable[[], Producer], *, results_topic: str, retry_topic: str,
+    def __init__(self, outboxes: Outboxes, *, results_topic: str, retry_topic: str,
                  dead_letters: Mapping[str, DeadLetterWriter], metrics: DispatchMetrics, clock: Clock) -> None:
-        self._producer = producer  # started with the worker, after the parts are built
+        self.outboxes = outboxes
         self.results_topic = results_topic
         self.retry_topic = retry_topic
         self.dead_letters = dead_letters
         self.metrics = metrics
         self.clock = clock
 
-    async def result(self, command_id: str, channel_id: str, state: ResultState, *, message_id: str | None = None,
-                     error: Failure | None = None, resolved_by: str | None = None) -> None:
+    def result(self, command_id: str, channel_id: str, state: ResultState, *, message_id: str | None = None,
+               error: Failure | None = None, resolved_by: str | None = None) -> Output:
+        self.metrics.results(str(state)).inc()
         event = result_event(command_id, channel_id, state, self.clock.time(), message_id=message_id, error=error,
                              resolved_by=resolved_by)
-        delivery = await self._producer().send(self.results_topic, key=channel_id.encode(), value=orjson.dumps(event))
-        if state.terminal:
-            await delivery
-        else:
-            asyncio.ensure_future(delivery).add_done_callback(_log_failed_delivery)
-        self.metrics.results(str(state)).inc()
+        return Output(self.results_topic, orjson.dumps(event), key=channel_id.encode())
 
-    async def dead_letter(self, source: Source, error: PermanentError, *, stage: str = INTAKE) -> None:
-        await self.dead_letters[stage].write(self._producer(), source, error)
+    def dead_letter(self, source: Source, error: PermanentError, *, stage: str = INTAKE) -> Output:
+        return self.dead_letters[stage].output(source, error)
 
-    async def park(self, channel_id: str, raw: bytes, retry_round: int, delay: float) -> None:
-        """Into the retry topic, without the token (authorised already; it never travels further)."""
+    def parked(self, channel_id: str, raw: bytes, retry_round: int, delay: float) -> Output:
+        """The command for the retry topic, without its token (authorised already; it travels no further)."""
         body = orjson.loads(raw)
         body.pop("token", None)
         headers = [(RETRY_HEADER, str(retry_round).encode()),
                    (NOT_BEFORE_HEADER, str(self.clock.time() + delay).encode())]
-        await (await self._producer().send(self.retry_topic, key=channel_id.encode(), value=orjson.dumps(body),
-                                        headers=headers))
+        return Output(self.retry_topic, orjson.dumps(body), key=channel_id.encode(), headers=headers)
 
+    def committed(self, tp: Any, offset: int) -> Mark:
+        """How far the command at `offset` got in committed transactions (before a restart, say)."""
+        return self.outboxes.mark(tp, offset)
 
-def _log_failed_delivery(delivery: asyncio.Future[Any]) -> None:
-    if not delivery.cancelled() and delivery.exception() is not None:
-        log.warning("progress result not delivered", extra={"error": type(delivery.exception()).__name__})
+    def progress(self, tp: Any, offset: int, command_id: str, channel_id: str, state: ResultState) -> None:
+        """`queued` or `held`: the command goes on."""
+        self.outboxes.add(tp, offset, [self.result(command_id, channel_id, state)], PROGRESS[state])
+
+    def finished(self, tp: Any, offset: int, outputs: list[Output], after: After | None = None) -> None:
+        """The command's last outputs (terminal result, dead letter, parked copy)."""
+        self.outboxes.add(tp, offset, outputs, Mark.FINISHED, after)

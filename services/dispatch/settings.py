@@ -25,6 +25,7 @@ class DispatchSettings(WorkerSettings):
     results_topic: str = topics.DISPATCH_RESULTS.name
     registry_topic: str = topics.REGISTRY_CHANNELS.name
     health_topic: str = topics.INGEST_HEALTH.name
+    progress_topic: str = topics.DISPATCH_PROGRESS.name
     # Providers (or proxies in front of them) that honour Idempotency-Key: a send whose outcome is
     # unknown after a crash or timeout is retried only there; elsewhere it ends as failed/delivery_unknown.
     idempotent_providers: str = "simulator"
@@ -47,7 +48,9 @@ class DispatchSettings(WorkerSettings):
     retry_rounds: int = Field(3, ge=0)
     retry_delay_seconds: float = Field(60.0, ge=0)
     dedupe_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
-    commit_interval_seconds: float = Field(1.0, gt=0)
+    # How often each partition's finished work (results, dead letters, parked commands) commits, with
+    # its offset, in one transaction: the most a result waits to become visible.
+    commit_interval_seconds: float = Field(0.2, gt=0)
     # The closed loop (docs/loop.md): receipts, replies, typed answers, unknown sends settled by echo.
     loop_enabled: bool = True
     events_topic: str = topics.INGEST_EVENTS.name

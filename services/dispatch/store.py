@@ -104,17 +104,18 @@ class SendRecords:
     async def step(self, command_id: str, current: SendRecord | None, new: SendRecord) -> SendRecord:
         await self.store.put(command_id, advance(current, new))
         if new.state is SendState.DONE:
-            self._remember(command_id)
+            self.remember(command_id)
         return new
 
     async def claim_terminal(self, command_id: str, terminal: str) -> bool:
         """For refusals at intake: record the end unless the command has a record already."""
         claimed = await self.store.put_if_absent(command_id, done(terminal))
         if claimed:
-            self._remember(command_id)
+            self.remember(command_id)
         return claimed
 
-    def _remember(self, command_id: str) -> None:
+    def remember(self, command_id: str) -> None:
+        """Finished here: later copies in this process are skipped even before the record is written."""
         self._finished[command_id] = None
         if len(self._finished) > FINISHED_MEMORY:
             del self._finished[next(iter(self._finished))]

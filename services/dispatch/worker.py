@@ -3,8 +3,9 @@
     intake.py    a fetched batch -> jobs in lanes, or refusals (result + dead letter)
     lanes.py     per-channel queues: holding, pacing, expiry; out-of-order completion
     delivery.py  one job's provider call and terminal result, retries, parking
-    results.py   what is written to Kafka; store.py / record.py the send record
-    commits.py   which offsets may be committed
+    results.py   what is written; outbox.py commits it per partition in one transaction with the offset
+    commits.py   which offsets may be committed; progress.py what is committed above them
+    store.py / record.py   the send record, which guards the provider call
 
 Clients come from a `ClientFactory` and time from a `Clock`, so `apiplus.harness` drives the whole
 worker in memory: `start()`, then `step()` per poll, `close()`; `run()` is those three in a loop.
@@ -15,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Sequence
 from typing import Any
 
 from apiplus.backoff import Backoff
 from apiplus.clock import SYSTEM_CLOCK, Clock
 from apiplus.dlq import DeadLetterWriter
-from apiplus.kafka import ClientFactory, Consumer, LagExporter, Producer, RebalanceAdapter
+from apiplus.kafka import ClientFactory, Consumer, LagExporter, RebalanceAdapter
 from apiplus.table import TopicTable
 from apiplus.topics import dlq_name
 from services.dispatch.commits import Commits
@@ -31,6 +31,7 @@ from services.dispatch.holding import is_open
 from services.dispatch.intake import Intake
 from services.dispatch.lanes import LaneRules, Lanes
 from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.outbox import Outboxes
 from services.dispatch.providers import PacingRule
 from services.dispatch.results import PRODUCER, Outputs
 from services.dispatch.sender import ProviderPort
@@ -56,13 +57,17 @@ class Dispatcher:
         self.commits = Commits()
         self.records = SendRecords(store)
         self.lag = LagExporter(metrics.worker.lag, settings.group_id)
-        self._producer: Producer | None = None
+        self.outboxes = Outboxes(clients, app=PRODUCER, group_id=settings.group_id,
+                                 progress_topic=settings.progress_topic, commits=self.commits, metrics=metrics.outbox)
         self._consumer: Consumer | None = None
         self._stopping = asyncio.Event()
+        # aiokafka may hand out records of a partition while its assignment callback still runs:
+        # intake, flushes and rebalances take turns.
+        self._lock = asyncio.Lock()
         self._last_poll: float | None = None
-        self._last_commit = 0.0
+        self._last_flush = 0.0
         self._tables: list[asyncio.Task[None]] = []
-        self.outputs = Outputs(self._require_producer, results_topic=settings.results_topic,
+        self.outputs = Outputs(self.outboxes, results_topic=settings.results_topic,
                                retry_topic=settings.retry_topic, dead_letters=self._dead_letters(),
                                metrics=metrics, clock=clock)
         self.delivery = self._delivery()
@@ -106,11 +111,6 @@ class Dispatcher:
     def _pacing(self, channel: Channel) -> PacingRule:
         return self.client.providers[channel.provider].pacing(channel.pacing, self.settings.pacing_defaults)
 
-    def _require_producer(self) -> Producer:
-        if self._producer is None:
-            raise RuntimeError("dispatcher not started")
-        return self._producer
-
     # --- lifecycle ------------------------------------------------------------------------------
     def stop(self) -> None:
         self._stopping.set()
@@ -130,39 +130,39 @@ class Dispatcher:
             await self.close()
 
     async def start(self) -> bool:
-        """Producer, tables loaded, then the group consumer; False if stopped while loading."""
+        """Tables loaded, then the group consumer; False if stopped while loading."""
         self._tables = [asyncio.create_task(self.registry.run()), asyncio.create_task(self.health.run())]
-        self._producer = self.clients.producer(linger_ms=2)
-        await self._producer.start()
         if not await self._wait_for_tables():
             return False
         consumer = self.clients.group_consumer(self.settings.group_id, max_poll_records=1000)
         await consumer.start()
         self._consumer = consumer
         consumer.subscribe([self.settings.commands_topic, self.settings.retry_topic], listener=RebalanceAdapter(self))
-        self._last_commit = self.clock.monotonic()
+        self._last_flush = self.clock.monotonic()
         return True
 
     async def step(self) -> None:
-        """One poll: queue what arrived; every commit interval, commit and export gauges."""
+        """One poll: queue what arrived; every commit interval, commit what is finished and export gauges."""
         consumer = self._require_consumer()
         self._apply_backpressure(consumer)
         batches = await consumer.getmany(timeout_ms=100, max_records=1000)
         self._last_poll = self.clock.monotonic()
-        for tp, records in batches.items():
-            if self.commits.owns(tp):
-                await self.intake.accept_batch(tp, records)
-        if self.clock.monotonic() - self._last_commit >= self.settings.commit_interval_seconds:
-            await self.commit()
-            await self._export_gauges(consumer)
-            self._last_commit = self.clock.monotonic()
+        async with self._lock:
+            for tp, records in batches.items():
+                if self.commits.owns(tp):
+                    await self.intake.accept_batch(tp, records)
+            if self.clock.monotonic() - self._last_flush >= self.settings.commit_interval_seconds:
+                await self.outboxes.flush()
+                await self._export_gauges(consumer)
+                self._last_flush = self.clock.monotonic()
 
     async def close(self) -> None:
         """Let sends in progress finish, commit what is done, leave the group, stop the clients."""
         if self._consumer is not None:
-            await self.delivery.cancel_waits()
-            await self.lanes.drain(list(self.commits.trackers))
-            await self.commit()
+            async with self._lock:
+                await self.delivery.cancel_waits()
+                await self.lanes.drain(list(self.commits.trackers))
+                await self.outboxes.release(list(self.outboxes.boxes))
             await self._consumer.stop()
             self._consumer = None
         for table in (self.registry, self.health):
@@ -170,9 +170,6 @@ class Dispatcher:
         for task in self._tables:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
         await self.client.close()
         self._last_poll = None
 
@@ -199,21 +196,18 @@ class Dispatcher:
             consumer.resume(*assigned)
 
     # --- offsets and rebalance ------------------------------------------------------------------
-    async def commit(self, only: Sequence[Any] | None = None) -> None:
-        offsets = self.commits.due(only)
-        if offsets and self._consumer is not None:
-            await self._consumer.commit(offsets)
-            self.commits.committed_at(offsets)
-
     async def partitions_assigned(self, partitions: list[Any]) -> None:
-        self.commits.assign(partitions)
+        async with self._lock:
+            await self.outboxes.assign(partitions)
+            self.commits.assign(partitions)
 
     async def partitions_revoked(self, partitions: list[Any]) -> None:
-        await self.delivery.cancel_waits(partitions)
-        await self.lanes.drain(partitions)
-        with contextlib.suppress(Exception):  # the group moved on: the new owner redoes what is not committed
-            await self.commit(only=partitions)
-        self.commits.revoke(partitions)
+        """Sends in progress finish, what is finished commits, the rest (echo waits too) is the next owner's."""
+        async with self._lock:
+            await self.delivery.cancel_waits(partitions)
+            await self.lanes.drain(partitions)
+            await self.outboxes.release(partitions)
+            self.commits.revoke(partitions)
 
     async def _export_gauges(self, consumer: Consumer) -> None:
         self.lanes.forget_idle_pacers()

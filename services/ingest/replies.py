@@ -48,8 +48,9 @@ def lookups(event: dict[str, Any]) -> Lookups:
 
 
 def fold(text: str) -> str:
-    """Case- and accent-insensitive form: NFKD, combining marks dropped, casefolded, whitespace collapsed."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    """Case- and accent-insensitive form: casefolded, NFKD with combining marks dropped, casefolded again
+    (folding can itself produce letters to fold), whitespace collapsed."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
     bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(bare.casefold().split())
 

@@ -60,6 +60,7 @@ def dispatch_topics() -> dict[str, str]:
         "results_topic": f"{base}.results",
         "registry_topic": f"{base}.registry",
         "health_topic": f"{base}.health",
+        "progress_topic": f"{base}.progress",
     }
 
 

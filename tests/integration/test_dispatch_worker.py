@@ -47,8 +47,8 @@ async def _topics(partitions: int = 3) -> dict[str, str]:
     topics = dispatch_topics()
     await create_topics([topics["commands_topic"], topics["retry_topic"], topics["results_topic"],
                          topics["commands_topic"] + ".dlq"], partitions=partitions)
-    await create_topics([topics["registry_topic"], topics["health_topic"]], partitions=partitions,
-                        compacted=[topics["registry_topic"], topics["health_topic"]])
+    tables = [topics["registry_topic"], topics["health_topic"], topics["progress_topic"]]
+    await create_topics(tables, partitions=partitions, compacted=tables)
     return topics
 
 
@@ -256,3 +256,56 @@ async def test_channel_with_unknown_connection_state_is_not_held(simulator: Runn
     async with InProcess(topics, simulator):
         await produce(topics["commands_topic"], [(b"ch-u", text_command("unknown-state", "ch-u", TOKEN))])
         await wait_for(lambda: simulator.deliveries()["unknown-state"] == 1, timeout=20)
+
+
+async def test_kill9_twice_during_a_burst_with_refusals_leaves_every_result_exactly_once(
+        simulator: RunningSimulator, tmp_path: Path) -> None:
+    """Results, dead letters and offsets commit in one transaction per partition: read with
+    read_committed, no result is doubled and none is missing, refusals included."""
+    topics = await _topics()
+    channels = [f"once-{i}" for i in range(20)]
+    await produce(topics["registry_topic"], [(c.encode(), channel_row(c, TOKEN)) for c in channels])
+    valid = [(c, f"{c}-cmd-{n}") for n in range(15) for c in channels]
+    commands: list[tuple[bytes, dict[str, Any]]] = []
+    refused: set[str] = set()
+    for i, (channel, name) in enumerate(valid):
+        commands.append((channel.encode(), text_command(name, channel, TOKEN)))
+        if i % 10 == 3:
+            refused.add(f"{name}-bad")
+            commands.append((channel.encode(), text_command(f"{name}-bad", channel, "not-the-token")))
+        elif i % 10 == 7:
+            refused.add(f"{name}-4b")
+            commands.append((channel.encode(), {**text_command(f"{name}-4b", channel, TOKEN), "message": {
+                "kind": "buttons", "body": "?", "buttons": [{"id": str(b), "title": f"B{b}"} for b in range(4)]}}))
+    env = dispatch_env(topics, simulator.url)
+    simulator.sim.base_latency_ms = 15
+    log = tmp_path / "dispatch.log"
+    worker = start_worker("dispatch", env, log)
+    sent_at_kill = []
+    try:
+        await produce(topics["commands_topic"], commands)
+        for kill_after in (60, 160):
+            await wait_for(lambda n=kill_after: sum(simulator.deliveries().values()) >= n, timeout=60)
+            assert worker.poll() is None, log.read_text()[-3000:]
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()
+            sent_at_kill.append(sum(simulator.deliveries().values()))
+            worker = start_worker("dispatch", env, log)
+        await wait_for(lambda: len(simulator.deliveries()) == len(valid), timeout=90)
+        expected = 2 * len(valid) + len(refused)
+        results = await read_all(topics["results_topic"], expect=expected, timeout=60, quiet=3.0)
+        dlq = await read_all(topics["commands_topic"] + ".dlq", expect=len(refused), timeout=30, quiet=2.0)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert sent_at_kill[-1] < len(valid), "the last kill came after the burst: nothing was tested"
+    seen = collections.Counter((r["command_id"].removeprefix(f"{RUN}-"), r["state"]) for r in results)
+    want = collections.Counter({**{(name, state): 1 for _, name in valid for state in ("queued", "sent")},
+                                **{(name, "rejected"): 1 for name in refused}})
+    duplicates = {k: n for k, n in seen.items() if n > 1}
+    missing = set(want) - set(seen)
+    assert (duplicates, missing) == ({}, set())
+    assert seen == want
+    assert len({r["event_id"] for r in results}) == len(results)
+    assert len(dlq) == len(refused) == len({d["event_id"] for d in dlq})
+    assert set(simulator.deliveries().values()) == {1}

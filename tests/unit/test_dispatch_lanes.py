@@ -23,6 +23,8 @@ from services.dispatch.holding import Deadlines
 from services.dispatch.job import Job
 from services.dispatch.lanes import LaneRules, Lanes
 from services.dispatch.metrics import DELIVERY, INTAKE, DispatchMetrics
+from services.dispatch.outbox import Outboxes
+from services.dispatch.progress import Mark
 from services.dispatch.providers import PacingRule, Request
 from services.dispatch.record import SendState, sending
 from services.dispatch.results import RETRY_HEADER, Outputs
@@ -38,7 +40,7 @@ class Topics:
 
     def __init__(self, h: Harness) -> None:
         self.broker = h.broker
-        for name in ("results", "retry", "commands.dlq"):
+        for name in ("results", "retry", "commands.dlq", "progress"):
             h.broker.create_topic(name, partitions=2)
 
     def on(self, topic: str) -> list[dict[str, Any]]:
@@ -71,19 +73,20 @@ class FakeProvider:
 class Rig:
     def __init__(self, *, pacing: Callable[[Channel], PacingRule] | None = None, max_queue: int = 1000,
                  idempotent: bool = True) -> None:
+        metrics = DispatchMetrics(CollectorRegistry())
         self.h = Harness(start=T0)
         self.clock = self.h.clock
         self.producer = Topics(self.h)
-        kafka_producer = self.h.kafka.producer()
         self.provider = FakeProvider(self.clock)
         self.store = MemoryRecordStore()
         self.commits = Commits()
         self.commits.assign([TP])
+        self.outboxes = Outboxes(self.h.kafka, app="test", group_id="g", progress_topic="progress",
+                                 commits=self.commits, metrics=metrics.outbox)
         self.open: dict[str, bool] = {}
-        metrics = DispatchMetrics(CollectorRegistry())
         dead_letters = {stage: DeadLetterWriter("test", route=lambda _: "commands.dlq", clock=self.clock)
                         for stage in (INTAKE, DELIVERY)}
-        self.outputs = Outputs(lambda: kafka_producer, results_topic="results", retry_topic="retry",
+        self.outputs = Outputs(self.outboxes, results_topic="results", retry_topic="retry",
                                dead_letters=dead_letters, metrics=metrics, clock=self.clock)
         self.delivery = Delivery(
             send=self.provider.send, idempotent=lambda _: idempotent, records=SendRecords(self.store),
@@ -99,14 +102,25 @@ class Rig:
                   **job: Any) -> Job:
         data = {"command_id": name, "channel_id": channel, "token": "tok", "to": to,
                 "message": {"kind": "text", "body": name}}
+        if not self.outboxes.boxes:
+            await self.outboxes.assign([TP])
         offset = next(self._offsets)
         self.commits.add(TP, offset)
         queued = Job(tp=TP, offset=offset, command=parse_command(data), raw=orjson.dumps(data),
                      channel=Channel(channel, "t", "x", "simulator", "plus", "active"),
                      deadlines=Deadlines(self.clock.time(), not_after, max_hold=3600.0), **job)
         await self.lanes.add(queued)
-        await self.clock.settle()
+        await self.settle()
         return queued
+
+    async def settle(self) -> None:
+        """Let the lanes run, then commit what they wrote, as the worker does every commit interval."""
+        await self.clock.settle()
+        await self.outboxes.flush()
+
+    async def advance(self, seconds: float) -> None:
+        await self.clock.advance(seconds)
+        await self.outboxes.flush()
 
     def sent(self) -> list[str]:
         return [key for _, key, _ in self.provider.calls]
@@ -121,14 +135,14 @@ async def test_held_channel_reports_held_once_and_sends_in_order_when_it_opens()
     rig.open["ch"] = False
     for i in range(3):
         await rig.add(f"c{i}")
-    await rig.clock.advance(600)
+    await rig.advance(600)
     assert rig.sent() == []
     assert rig.producer.results() == [("c0", "queued"), ("c0", "held"), ("c1", "queued"), ("c1", "held"),
                                       ("c2", "queued"), ("c2", "held")]
     assert rig.lanes.counts() == (3, 3, 0)
     rig.open["ch"] = True
     rig.lanes.wake("ch")
-    await rig.clock.settle()
+    await rig.settle()
     assert rig.sent() == ["c0", "c1", "c2"]
     assert [s for c, s in rig.producer.results()[6:]] == ["sent", "sent", "sent"]
     assert rig.commits.position(TP) == 3
@@ -139,12 +153,12 @@ async def test_held_too_long_and_not_after_expire_while_waiting() -> None:
     rig.open["ch"] = False
     await rig.add("late", not_after=T0 + 120)
     await rig.add("long")
-    await rig.clock.advance(119)
+    await rig.advance(119)
     assert ("late", "expired") not in rig.producer.results()
-    await rig.clock.advance(1)
-    await rig.clock.advance(3600 - 120 - 1)
+    await rig.advance(1)
+    await rig.advance(3600 - 120 - 1)
     assert ("long", "expired") not in rig.producer.results()
-    await rig.clock.advance(1)
+    await rig.advance(1)
     expired = {v["command_id"]: v["error"]["code"] for v in rig.producer.on("results") if v["state"] == "expired"}
     assert expired == {"late": "not_after_passed", "long": "held_too_long"}
     assert rig.sent() == []
@@ -158,11 +172,11 @@ async def test_paced_channel_waits_its_gap_and_another_channel_does_not_wait() -
         await rig.add(f"slow{i}", "slow")
     await rig.add("fast0", "fast")
     assert rig.sent() == ["slow0", "fast0"]
-    await rig.clock.advance(3.9)
+    await rig.advance(3.9)
     assert rig.sent() == ["slow0", "fast0"]
-    await rig.clock.advance(0.1)  # draw 0.0: the gap is exactly 4 s
+    await rig.advance(0.1)  # draw 0.0: the gap is exactly 4 s
     assert rig.sent() == ["slow0", "fast0", "slow1"]
-    await rig.clock.advance(4)
+    await rig.advance(4)
     times = [t - T0 for _, _, t in rig.provider.calls]
     assert times == [0.0, 0.0, 4.0, 8.0]
 
@@ -173,19 +187,19 @@ async def test_pacing_holds_across_an_emptied_queue() -> None:
     rig = Rig(pacing=lambda _: rule)
     await rig.add("a", "slow")
     assert rig.lanes.lanes == {}  # the queue emptied
-    await rig.clock.advance(1)
+    await rig.advance(1)
     await rig.add("b", "slow")
     assert rig.sent() == ["a"]
-    await rig.clock.advance(3)
+    await rig.advance(3)
     assert rig.sent() == ["a", "b"]
     await rig.add("c", "slow")
-    await rig.clock.advance(600)
+    await rig.advance(600)
     assert rig.sent() == ["a", "b"]  # the hourly cap of 2
     rig.lanes.forget_idle_pacers()
     assert set(rig.lanes.pacers) == {"slow"}  # still waiting
-    await rig.clock.advance(3000)
+    await rig.advance(3000)
     assert [t - T0 for _, _, t in rig.provider.calls] == [0.0, 4.0, 3600.0]
-    await rig.clock.advance(3600)
+    await rig.advance(3600)
     rig.lanes.forget_idle_pacers()
     assert rig.lanes.pacers == {}
 
@@ -196,11 +210,11 @@ async def test_transient_failures_back_off_then_send_once() -> None:
                            SendUnavailable("provider answered 429", ambiguous=False, retry_after=2.0, status=429)]
     await rig.add("c")
     assert rig.state("c") is SendState.RETRYING
-    await rig.clock.advance(0.5)  # first backoff: base
+    await rig.advance(0.5)  # first backoff: base
     assert len(rig.sent()) == 2
-    await rig.clock.advance(1.9)
+    await rig.advance(1.9)
     assert len(rig.sent()) == 2  # Retry-After 2 s wins over the backoff
-    await rig.clock.advance(0.1)
+    await rig.advance(0.1)
     assert [t - T0 for _, _, t in rig.provider.calls] == [0.0, 0.5, 2.5]
     assert rig.producer.results() == [("c", "queued"), ("c", "sent")]
     assert rig.state("c") is SendState.DONE
@@ -211,14 +225,14 @@ async def test_attempts_used_up_park_without_token_then_fail_after_the_last_roun
     down = SendUnavailable("cannot connect", ambiguous=False)
     rig.provider.script = [down] * 6
     await rig.add("c")
-    await rig.clock.advance(10)
+    await rig.advance(10)
     [parked] = rig.producer.on("retry")
     [headers] = rig.producer.headers("retry")
     assert "token" not in parked
     assert headers[RETRY_HEADER] == b"1"
     assert rig.commits.position(TP) == 1  # the parked command's offset may be committed
     await rig.add("c", retry_round=1)  # as read back from the retry topic
-    await rig.clock.advance(10)
+    await rig.advance(10)
     assert len(rig.sent()) == 6
     [dead] = rig.producer.on("commands.dlq")
     assert dead["error"]["code"] == "retries_exhausted"
@@ -260,25 +274,26 @@ async def test_a_second_copy_in_the_lane_is_skipped_and_a_full_queue_expires() -
     assert ("overflow", "expired") in rig.producer.results()
     rig.open["ch"] = True
     rig.lanes.wake("ch")
-    await rig.clock.settle()
+    await rig.settle()
     assert rig.sent() == ["c"]
     assert [s for c, s in rig.producer.results() if c == "c" and s == "sent"] == ["sent"]
     assert rig.commits.position(TP) == 3
 
 
-async def test_commits_stop_below_the_oldest_unfinished_command() -> None:
+async def test_commits_stop_below_the_oldest_unfinished_command_and_remember_what_finished_above() -> None:
     rig = Rig()
     rig.open["held"] = False
     await rig.add("h", "held")  # offset 0, waits
     await rig.add("a", "open")  # offset 1, sent
     await rig.add("b", "open")  # offset 2, sent
     assert rig.sent() == ["a", "b"]
-    assert rig.commits.position(TP) == 0
-    assert rig.commits.due() == {TP: 0}
+    assert rig.h.broker.committed("g", TP) == 0
+    assert [rig.outboxes.mark(TP, o) for o in range(3)] == [Mark.HELD, Mark.FINISHED, Mark.FINISHED]
     rig.open["held"] = True
     rig.lanes.wake("held")
-    await rig.clock.settle()
-    assert rig.commits.position(TP) == 3
+    await rig.settle()
+    assert rig.h.broker.committed("g", TP) == 3
+    assert rig.outboxes.boxes[TP].committed.marks == {}
 
 
 @pytest.mark.parametrize("revoked", [True, False])

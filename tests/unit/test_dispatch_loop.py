@@ -63,7 +63,7 @@ async def test_unknown_send_waits_off_its_lane_and_ends_sent_by_echo() -> None:
     assert "crashed" not in ends(rig)
     assert rig.commits.position(TP) == 0  # its offset waits for the outcome
     loop.release.set()
-    await rig.clock.settle()
+    await rig.settle()
     end = ends(rig)["crashed"]
     assert (end["state"], end["provider_message_id"], end["resolved_by"]) == ("sent", "ECHO1", "echo")
     assert ("crashed", "ECHO1", "echo") in loop.remembered
@@ -77,7 +77,7 @@ async def test_no_echo_in_the_window_ends_failed_delivery_unknown() -> None:
     rig = rig_with(loop)
     await rig.add("crashed", record=sending(T0))
     loop.release.set()
-    await rig.clock.settle()
+    await rig.settle()
     end = ends(rig)["crashed"]
     assert (end["state"], end["error"]["code"]) == ("failed", "delivery_unknown")  # type: ignore[index]
     assert rig.sent() == []
@@ -90,7 +90,7 @@ async def test_timeout_on_a_provider_without_idempotency_awaits_the_echo_from_th
     await rig.add("slow")
     assert loop.waits == [("slow", T0)]
     loop.release.set()
-    await rig.clock.settle()
+    await rig.settle()
     assert ends(rig)["slow"]["provider_message_id"] == "ECHO2"
     assert rig.sent() == ["slow"]  # one request, never a second
 
@@ -102,7 +102,7 @@ async def test_a_copy_of_a_command_awaiting_its_echo_does_not_start_another_wait
     await rig.add("crashed", record=sending(T0))
     assert [w[0] for w in loop.waits] == ["crashed"]
     loop.release.set()
-    await rig.clock.settle()
+    await rig.settle()
     assert [v["state"] for v in rig.producer.on("results") if v["command_id"] == "crashed"
             and v["state"] == "sent"] == ["sent"]
 
@@ -113,7 +113,7 @@ async def test_stopping_while_waiting_leaves_the_command_for_redelivery() -> Non
     await rig.add("crashed", record=sending(T0))
     rig.delivery.stopping = True
     loop.release.set()
-    await rig.clock.settle()
+    await rig.settle()
     assert "crashed" not in ends(rig)
     assert rig.commits.position(TP) == 0
 
@@ -124,7 +124,7 @@ async def test_revoked_partition_cancels_its_echo_waits() -> None:
     await rig.add("crashed", record=sending(T0))
     await rig.delivery.cancel_waits([TP])
     loop.release.set()
-    await rig.clock.settle()
+    await rig.settle()
     assert "crashed" not in ends(rig)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from services.dispatch.holding import HELD_TOO_LONG, NOT_AFTER_PASSED, Deadlines, expiry, is_open
 from services.dispatch.pacing import Pacer
+from services.dispatch.progress import Mark, Progress
 from services.dispatch.providers import PacingDefaults, PacingRule, configure
 from services.dispatch.record import (
     ALLOWED,
@@ -124,3 +125,24 @@ def test_record_json_round_trip_keeps_the_stored_format(record: SendRecord) -> N
 def test_records_written_before_the_split_still_read() -> None:
     assert SendRecord.from_json(b'{"state":"done","terminal":"rejected"}') == done("rejected")
     assert SendRecord.from_json(b'{"state":"sent","message_id":"SIM9"}') == sent("SIM9")
+
+
+# --- progress above the committed offset ------------------------------------------------------------
+def test_progress_marks_only_go_forward_and_drop_below_the_frontier() -> None:
+    progress = Progress().with_marks([(5, Mark.QUEUED), (6, Mark.FINISHED), (9, Mark.HELD)], frontier=5)
+    progress = progress.with_marks([(5, Mark.HELD), (6, Mark.QUEUED)], frontier=None)
+    assert progress.marks == {5: Mark.HELD, 6: Mark.FINISHED, 9: Mark.HELD}
+    progress = progress.with_marks([(5, Mark.FINISHED)], frontier=7)
+    assert progress.marks == {9: Mark.HELD}
+    assert [progress.get(o) for o in (3, 6, 7, 8, 9)] == [Mark.FINISHED, Mark.FINISHED, Mark.NONE, Mark.NONE, Mark.HELD]
+
+
+@pytest.mark.parametrize("marks", [{}, {100: Mark.FINISHED}, {i: Mark(i % 4) for i in range(1000, 4000) if i % 4}])
+def test_progress_round_trips_through_its_stored_form(marks: dict[int, Mark]) -> None:
+    progress = Progress(frontier=1000, marks=marks)
+    assert Progress.decode(progress.encode()) == progress
+
+
+def test_a_burst_of_finished_commands_stores_small() -> None:
+    progress = Progress(frontier=0, marks=dict.fromkeys(range(1, 50000), Mark.FINISHED))
+    assert len(progress.encode()) < 1000

@@ -11,7 +11,7 @@ import orjson
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from apiplus.harness import Harness
+from apiplus.harness import Harness, ManualClock
 from services.dispatch import providers
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.providers import Provider, Request
@@ -22,22 +22,25 @@ from services.dispatch.worker import Dispatcher
 
 TOKEN = "tok-" + "x" * 20
 TOPICS = {"commands_topic": "cmd", "retry_topic": "retry", "results_topic": "results",
-          "registry_topic": "registry", "health_topic": "health"}
+          "registry_topic": "registry", "health_topic": "health", "progress_topic": "progress"}
 
 
 class ScriptedProvider:
     """The `ProviderPort` of the worker: records calls, answers from a script, then "SIM<n>"."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         self.providers: dict[str, Provider] = providers.configure()
         self.calls: list[str] = []
         self.script: list[Exception] = []
+        self.clock = clock
+        self.latency = 0.0
 
     def idempotent(self, provider: str) -> bool:
         return provider == "simulator"
 
     async def send(self, provider: str, request: Request, idempotency_key: str) -> tuple[str, float]:
         self.calls.append(idempotency_key)
+        await self.clock.sleep(self.latency)
         if self.script:
             raise self.script.pop(0)
         return f"SIM{len(self.calls)}", 0.001
@@ -52,7 +55,7 @@ class World:
         for topic in [*TOPICS.values(), "cmd.dlq"]:
             self.h.broker.create_topic(topic, partitions=2)
         self.store = MemoryRecordStore()
-        self.provider = ScriptedProvider()
+        self.provider = ScriptedProvider(self.h.clock)
         self.settings = DispatchSettings(kafka_bootstrap="harness", redis_url="redis://harness",
                                          pacing_enabled=False, **{**TOPICS, **settings})
 
@@ -82,6 +85,17 @@ class World:
         for _ in range(int(seconds / every)):
             await dispatcher.step()
             await self.h.clock.advance(every)
+
+    def kill(self, dispatcher: Dispatcher) -> None:
+        """As kill -9: nothing more runs, open transactions stay open, the group notices later."""
+        for box in dispatcher.outboxes.boxes.values():
+            box.producer.crash()  # type: ignore[attr-defined]
+        for lane in dispatcher.lanes.lanes.values():
+            if lane.task is not None:
+                lane.task.cancel()
+        for task in dispatcher._tables:
+            task.cancel()
+        self.h.broker.expel(dispatcher._consumer)  # type: ignore[arg-type]
 
     async def closed(self, dispatcher: Dispatcher) -> None:
         dispatcher.stop()
@@ -165,3 +179,39 @@ async def test_an_unavailable_provider_parks_the_command_and_the_retry_topic_sen
     await w.closed(d)
     assert w.provider.calls == ["later"] * 3
     assert w.terminal() == Counter({("later", "sent"): 1})
+
+
+async def test_kill_during_a_burst_leaves_every_result_exactly_once() -> None:
+    """Results, dead letters and progress commit with the offsets: a crash repeats none and loses none."""
+    w = World(commit_interval_seconds=0.2)
+    for c in ("a", "b", "c", "held"):
+        w.channel(c)
+    w.health("held", "closed")
+    w.provider.latency = 0.05
+    d = await w.started()
+    valid = []
+    for i in range(45):
+        valid.append(f"ok-{i}")
+        w.command(f"ok-{i}", "abc"[i % 3])
+        if i % 9 == 4:
+            w.command(f"bad-{i}", "abc"[i % 3], token="wrong")
+    for i in range(3):
+        w.command(f"held-{i}", "held")
+    await w.run_for(d, 0.6, every=0.1)
+    sent_before = len(set(w.provider.calls))
+    assert 0 < sent_before < len(valid), "the kill must land in the middle of the burst"
+    w.kill(d)
+    w.health("held", "open")
+    d = await w.started()  # the new owner fences the old one's transactions
+    await w.run_for(d, 10)
+    await w.closed(d)
+    results = w.out("results")
+    assert len({r["event_id"] for r in results}) == len(results), "a result was written twice"
+    by_command = Counter((r["command_id"], r["state"]) for r in results)
+    expected = Counter({**{(c, "queued"): 1 for c in valid}, **{(c, "sent"): 1 for c in valid},
+                        **{(f"held-{i}", s): 1 for i in range(3) for s in ("queued", "held", "sent")},
+                        **{(f"bad-{i}", "rejected"): 1 for i in range(45) if i % 9 == 4}})
+    assert by_command == expected
+    assert len(w.out("cmd.dlq")) == 5
+    assert set(w.provider.calls) == {*valid, "held-0", "held-1", "held-2"}
+    assert w.committed() == w.ends()

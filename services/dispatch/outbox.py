@@ -1,0 +1,163 @@
+"""Everything dispatch writes, committed exactly once: one outbox and one transaction per input partition.
+
+Results (`queued`, `held`, terminal), dead letters and parked commands wait in their input
+partition's outbox; a flush writes them in one Kafka transaction with the partition's progress
+(progress.py) and its committed offset (the first unfinished command). A crash before the commit
+aborts all of it and the next owner redoes exactly those commands; after it, the next owner skips
+what is finished. The transactional id follows the partition, so a new owner's `init_transactions`
+fences a zombie and aborts its open transaction (aiokafka has no KIP-447 group fencing).
+After each commit, `after` callbacks run (the send record's DONE): they only save work on
+redelivery, the transaction is what counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from apiplus.kafka import ClientFactory, Output, TransactionalProducer, load_table, send_outputs
+from apiplus.metrics import ProcessorMetrics
+from services.dispatch.commits import Commits
+from services.dispatch.progress import Mark, Progress
+
+log = logging.getLogger("apiplus.dispatch")
+After = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Pending:
+    outputs: list[Output] = field(default_factory=list)
+    marks: list[tuple[int, Mark]] = field(default_factory=list)
+    after: list[After] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.outputs or self.marks)
+
+    def add(self, other: Pending) -> None:
+        self.outputs += other.outputs
+        self.marks += other.marks
+        self.after += other.after
+
+
+@dataclass
+class Box:
+    producer: TransactionalProducer
+    committed: Progress
+    pending: Pending = field(default_factory=Pending)
+
+    def take(self) -> Pending:
+        taken, self.pending = self.pending, Pending()
+        return taken
+
+    def restore(self, taken: Pending) -> None:
+        """An aborted flush: its outputs go first in the next one."""
+        taken.add(self.pending)
+        self.pending = taken
+
+
+class Outboxes:
+    def __init__(self, clients: ClientFactory, *, app: str, group_id: str, progress_topic: str, commits: Commits,
+                 metrics: ProcessorMetrics) -> None:
+        self.clients = clients
+        self.app = app
+        self.group_id = group_id
+        self.progress_topic = progress_topic
+        self.commits = commits
+        self.metrics = metrics
+        self.boxes: dict[Any, Box] = {}
+        self._progress_partitions: list[int] = []
+
+    # --- partitions -----------------------------------------------------------------------------
+    async def assign(self, tps: Iterable[Any]) -> None:
+        """A transactional producer per partition (fencing the previous owner), then its progress."""
+        if not self._progress_partitions:
+            self._progress_partitions = await self.clients.partitions_for(self.progress_topic)
+            if not self._progress_partitions:
+                raise RuntimeError(f"topic {self.progress_topic} does not exist")
+        new = [tp for tp in tps if tp not in self.boxes]
+        producers = {tp: self.clients.transactional_producer(f"{self.app}.{tp.topic}.{tp.partition}") for tp in new}
+        await asyncio.gather(*(producer.start() for producer in producers.values()))  # fence first, then read
+        partitions = sorted({self._progress_partition(tp) for tp in new})
+        progress: dict[str, Progress] = {}
+        for table in await asyncio.gather(*(load_table(self.clients, self.progress_topic, p, Progress.decode)
+                                             for p in partitions)):
+            progress.update(table)
+        for tp in new:
+            self.boxes[tp] = Box(producers[tp], progress.get(self._key(tp)) or Progress())
+
+    async def release(self, tps: Iterable[Any]) -> None:
+        """Commit what is finished on these partitions, then let them go."""
+        tps = [tp for tp in tps if tp in self.boxes]
+        await self.flush(tps)
+        for tp in tps:
+            box = self.boxes.pop(tp)
+            with contextlib.suppress(KafkaError, OSError):
+                await box.producer.stop()
+
+    def _key(self, tp: Any) -> str:
+        return f"{tp.topic}:{tp.partition}"
+
+    def _progress_partition(self, tp: Any) -> int:
+        partition: int = tp.partition
+        return self._progress_partitions[partition % len(self._progress_partitions)]
+
+    # --- what the parts hand in -----------------------------------------------------------------
+    def mark(self, tp: Any, offset: int) -> Mark:
+        box = self.boxes.get(tp)
+        return box.committed.get(offset) if box is not None else Mark.NONE
+
+    def add(self, tp: Any, offset: int, outputs: Sequence[Output], mark: Mark, after: After | None = None) -> bool:
+        """Queue outputs of the command at `offset` for the next flush; False if the partition is gone."""
+        box = self.boxes.get(tp)
+        if box is None:
+            return False
+        box.pending.outputs += outputs
+        box.pending.marks.append((offset, mark))
+        if after is not None:
+            box.pending.after.append(after)
+        return True
+
+    # --- the transaction ------------------------------------------------------------------------
+    async def flush(self, tps: Iterable[Any] | None = None) -> None:
+        """One transaction per partition with something to commit, concurrently."""
+        due = [tp for tp in (tps if tps is not None else list(self.boxes)) if self._due(tp)]
+        await asyncio.gather(*(self._flush(tp) for tp in due))
+
+    def _due(self, tp: Any) -> bool:
+        box = self.boxes.get(tp)
+        return box is not None and (bool(box.pending) or self.commits.position(tp) != box.committed.frontier)
+
+    async def _flush(self, tp: Any) -> None:
+        box = self.boxes[tp]
+        frontier = self.commits.position(tp)  # with `take`, one synchronous snapshot
+        taken = box.take()
+        progress = box.committed.with_marks(taken.marks, frontier)
+        started = asyncio.get_running_loop().time()
+        try:
+            async with box.producer.transaction():
+                await send_outputs(box.producer, [*taken.outputs, self._progress_output(tp, progress)])
+                if frontier is not None:
+                    await box.producer.send_offsets_to_transaction({tp: frontier}, self.group_id)
+        except ProducerFenced:
+            log.warning("producer fenced; partition moved", extra={"topic": tp.topic, "partition": tp.partition})
+            self.boxes.pop(tp, None)
+            return
+        except (KafkaError, OSError) as exc:
+            self.metrics.transaction_aborts.inc()
+            log.warning("transaction aborted; retried at the next flush",
+                        extra={"topic": tp.topic, "partition": tp.partition, "error": type(exc).__name__})
+            box.restore(taken)
+            return
+        box.committed = progress
+        self.metrics.batch_duration.observe(asyncio.get_running_loop().time() - started)
+        await asyncio.gather(*(after() for after in taken.after))
+
+    def _progress_output(self, tp: Any, progress: Progress) -> Output:
+        return Output(self.progress_topic, progress.encode(), key=self._key(tp).encode(),
+                      partition=self._progress_partition(tp))
