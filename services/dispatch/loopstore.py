@@ -14,6 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from apiplus.correlation import Echo, SentRecord, decode_or_none, pick_echo, sent_key
+from apiplus.redisio import RedisBatcher
 from services.dispatch.core import Channel, Command
 from services.dispatch.loop import EchoWaitInterrupted, echo_keys, remember
 
@@ -35,6 +36,7 @@ async def _direct(operation: Callable[[], Awaitable[Any]]) -> Any:
 class LoopStore:
     def __init__(self, redis: aioredis.Redis, settings: LoopSettings, call: RedisCall = _direct) -> None:
         self.redis = redis
+        self.batcher = RedisBatcher(redis)
         self.settings = settings
         self._call = call  # the worker's "wait a Redis outage out" wrapper
 
@@ -43,14 +45,9 @@ class LoopStore:
         """The sent map, and the offer of a degraded interactive message; idempotent (plain SETs)."""
         plan = remember(command, channel, message_id, time.time(), sent_ttl=self.settings.sent_ttl_seconds,
                         offer_window=self.settings.offer_window_seconds, resolved_by=resolved_by)
-
-        async def write() -> Any:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key, value, ttl in plan.writes:
-                    pipe.set(key, value, ex=ttl)
-                return await pipe.execute()
-
-        await self._call(write)
+        # Coalesced with the other lanes' writes of this loop iteration: one round trip for many sends.
+        await self._call(lambda: asyncio.gather(*(self.batcher.execute("SET", key, value, "EX", ttl)
+                                                  for key, value, ttl in plan.writes)))
 
     async def find_echo(self, command: Command, channel: Channel, attempt_at: float) -> str | None:
         """The id of an echo of this command's content, claimed for it (SET NX of its sent-map key); or None."""
