@@ -15,6 +15,11 @@ from aiokafka.structs import TopicPartition
 from apiplus.harness.broker import FakeBroker, Transaction
 
 
+class Killed(BaseException):
+    """Inject with `FakeBroker.fail_next(op, Killed())`: the process dies at that call, as kill -9.
+    A BaseException, so no loop catches it; a producer it hits leaves its transaction open."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """What a send's acknowledgement resolves to (aiokafka's RecordMetadata has these fields)."""
@@ -203,6 +208,9 @@ class FakeProducer:
             yield
         except ProducerFenced:
             raise  # fatal: nothing to abort from here, the new owner already did
+        except Killed:
+            self.crash()
+            raise
         except BaseException:
             await self.abort_transaction()
             raise
@@ -227,12 +235,16 @@ class FakeProducer:
 
     async def commit_transaction(self) -> None:
         txn = self._open_txn()
-        self.txn = None
         try:
             self.broker.check_fault("commit")
+        except Killed:
+            self.crash()
+            raise
         except BaseException:
+            self.txn = None
             self.broker.end_transaction(txn, commit=False)
             raise
+        self.txn = None
         self.broker.end_transaction(txn, commit=True)
 
     async def abort_transaction(self) -> None:

@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from apiplus.clock import SYSTEM_CLOCK, Clock
 from apiplus.decode import parse_object
 from apiplus.errors import ErrorCode, PermanentError
-from apiplus.kafka import KafkaClientConfig, KafkaClients
+from apiplus.kafka import ClientFactory, KafkaClientConfig, KafkaClients
 from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
 from apiplus.schemas import validate
 from services.billing.core import INPUT_TYPES, BillingRules, TenantState, apply, close_invoice, due_closing
@@ -99,7 +100,13 @@ class BillingHandler:
         return [Output(self.settings.output_topic, orjson.dumps(e), key=key) for e in events]
 
 
-def build(settings: BillingSettings, registry: CollectorRegistry) -> TransactionalProcessor:
+def build(
+    settings: BillingSettings,
+    registry: CollectorRegistry,
+    clients: ClientFactory | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> TransactionalProcessor:
+    """The billing worker; `clients` and `clock` default to the real ones (tests pass the harness's)."""
     rules = BillingRules(catalog=Catalog.load(settings.catalog_path), notice_days=settings.notice_days)
     metrics = BillingMetrics(registry)
     config = ProcessorConfig(
@@ -109,6 +116,6 @@ def build(settings: BillingSettings, registry: CollectorRegistry) -> Transaction
         changelog_topic=settings.state_topic,
         tick_interval=settings.tick_seconds,
     )
-    clients = KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-billing"))
+    clients = clients or KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-billing"))
     handler = BillingHandler(settings, rules, metrics)
-    return TransactionalProcessor(config, clients, handler, metrics.worker.stage("billing"))
+    return TransactionalProcessor(config, clients, handler, metrics.worker.stage("billing"), clock)

@@ -50,6 +50,7 @@ class Box:
     producer: TransactionalProducer
     committed: Progress
     pending: Pending = field(default_factory=Pending)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one transaction at a time
 
     def take(self) -> Pending:
         taken, self.pending = self.pending, Pending()
@@ -74,12 +75,14 @@ class Outboxes:
         self._progress_partitions: list[int] = []
 
     # --- partitions -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Before joining the group: the progress topic must exist (fail at start, not in a rebalance)."""
+        self._progress_partitions = await self.clients.partitions_for(self.progress_topic)
+        if not self._progress_partitions:
+            raise RuntimeError(f"topic {self.progress_topic} does not exist")
+
     async def assign(self, tps: Iterable[Any]) -> None:
         """A transactional producer per partition (fencing the previous owner), then its progress."""
-        if not self._progress_partitions:
-            self._progress_partitions = await self.clients.partitions_for(self.progress_topic)
-            if not self._progress_partitions:
-                raise RuntimeError(f"topic {self.progress_topic} does not exist")
         new = [tp for tp in tps if tp not in self.boxes]
         producers = {tp: self.clients.transactional_producer(f"{self.app}.{tp.topic}.{tp.partition}") for tp in new}
         await asyncio.gather(*(producer.start() for producer in producers.values()))  # fence first, then read
@@ -93,12 +96,14 @@ class Outboxes:
 
     async def release(self, tps: Iterable[Any]) -> None:
         """Commit what is finished on these partitions, then let them go."""
-        tps = [tp for tp in tps if tp in self.boxes]
-        await self.flush(tps)
-        for tp in tps:
-            box = self.boxes.pop(tp)
-            with contextlib.suppress(KafkaError, OSError):
-                await box.producer.stop()
+        for tp in [tp for tp in tps if tp in self.boxes]:
+            box = self.boxes[tp]
+            async with box.lock:  # after a flush in progress
+                if self._due(tp):
+                    await self._transaction(tp, box)
+                self.boxes.pop(tp, None)
+                with contextlib.suppress(KafkaError, OSError):
+                    await box.producer.stop()
 
     def _key(self, tp: Any) -> str:
         return f"{tp.topic}:{tp.partition}"
@@ -134,7 +139,14 @@ class Outboxes:
         return box is not None and (bool(box.pending) or self.commits.position(tp) != box.committed.frontier)
 
     async def _flush(self, tp: Any) -> None:
-        box = self.boxes[tp]
+        box = self.boxes.get(tp)
+        if box is None:
+            return
+        async with box.lock:
+            if self.boxes.get(tp) is box and self._due(tp):
+                await self._transaction(tp, box)
+
+    async def _transaction(self, tp: Any, box: Box) -> None:
         frontier = self.commits.position(tp)  # with `take`, one synchronous snapshot
         taken = box.take()
         progress = box.committed.with_marks(taken.marks, frontier)
@@ -154,6 +166,9 @@ class Outboxes:
                         extra={"topic": tp.topic, "partition": tp.partition, "error": type(exc).__name__})
             box.restore(taken)
             return
+        except BaseException:  # cancelled mid-transaction: it aborts; a result doubled beats one lost
+            box.restore(taken)
+            raise
         box.committed = progress
         self.metrics.batch_duration.observe(asyncio.get_running_loop().time() - started)
         await asyncio.gather(*(after() for after in taken.after))

@@ -50,7 +50,7 @@ class DispatchSettings(WorkerSettings):
     dedupe_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     # How often each partition's finished work (results, dead letters, parked commands) commits, with
     # its offset, in one transaction: the most a result waits to become visible.
-    commit_interval_seconds: float = Field(0.2, gt=0)
+    commit_interval_seconds: float = Field(0.5, gt=0)
     # The closed loop (docs/loop.md): receipts, replies, typed answers, unknown sends settled by echo.
     loop_enabled: bool = True
     events_topic: str = topics.INGEST_EVENTS.name

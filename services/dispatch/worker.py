@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from typing import Any
 
@@ -38,6 +39,7 @@ from services.dispatch.sender import ProviderPort
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.store import RecordStore, SendRecords
 
+log = logging.getLogger("apiplus.dispatch")
 READY_POLL_SECONDS = 30.0  # no poll for this long: not ready
 TABLE_WAIT_SECONDS = 0.05
 
@@ -62,10 +64,10 @@ class Dispatcher:
         self._consumer: Consumer | None = None
         self._stopping = asyncio.Event()
         # aiokafka may hand out records of a partition while its assignment callback still runs:
-        # intake, flushes and rebalances take turns.
+        # intake and rebalances take turns. Flushes run beside intake (outbox.py locks each partition).
         self._lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
         self._last_poll: float | None = None
-        self._last_flush = 0.0
         self._tables: list[asyncio.Task[None]] = []
         self.outputs = Outputs(self.outboxes, results_topic=settings.results_topic,
                                retry_topic=settings.retry_topic, dead_letters=self._dead_letters(),
@@ -134,15 +136,16 @@ class Dispatcher:
         self._tables = [asyncio.create_task(self.registry.run()), asyncio.create_task(self.health.run())]
         if not await self._wait_for_tables():
             return False
+        await self.outboxes.start()
         consumer = self.clients.group_consumer(self.settings.group_id, max_poll_records=1000)
         await consumer.start()
         self._consumer = consumer
         consumer.subscribe([self.settings.commands_topic, self.settings.retry_topic], listener=RebalanceAdapter(self))
-        self._last_flush = self.clock.monotonic()
+        self._flusher = asyncio.create_task(self._flush_every_interval(consumer), name="flusher")
         return True
 
     async def step(self) -> None:
-        """One poll: queue what arrived; every commit interval, commit what is finished and export gauges."""
+        """One poll: queue what arrived (the flusher commits it)."""
         consumer = self._require_consumer()
         self._apply_backpressure(consumer)
         batches = await consumer.getmany(timeout_ms=100, max_records=1000)
@@ -151,13 +154,24 @@ class Dispatcher:
             for tp, records in batches.items():
                 if self.commits.owns(tp):
                     await self.intake.accept_batch(tp, records)
-            if self.clock.monotonic() - self._last_flush >= self.settings.commit_interval_seconds:
+
+    async def _flush_every_interval(self, consumer: Consumer) -> None:
+        """Commit each partition's finished work every interval, off the poll loop; once more when stopping."""
+        while not self._stopping.is_set():
+            await self.clock.wait(self._stopping, self.settings.commit_interval_seconds)
+            try:
                 await self.outboxes.flush()
                 await self._export_gauges(consumer)
-                self._last_flush = self.clock.monotonic()
+            except Exception:  # a flush that fails oddly is retried next interval; the worker keeps going
+                log.exception("flush failed")
 
     async def close(self) -> None:
         """Let sends in progress finish, commit what is done, leave the group, stop the clients."""
+        if self._flusher is not None:
+            self._stopping.set()
+            with contextlib.suppress(Exception):
+                await self._flusher
+            self._flusher = None
         if self._consumer is not None:
             async with self._lock:
                 await self.delivery.cancel_waits()

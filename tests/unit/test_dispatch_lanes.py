@@ -103,6 +103,7 @@ class Rig:
         data = {"command_id": name, "channel_id": channel, "token": "tok", "to": to,
                 "message": {"kind": "text", "body": name}}
         if not self.outboxes.boxes:
+            await self.outboxes.start()
             await self.outboxes.assign([TP])
         offset = next(self._offsets)
         self.commits.add(TP, offset)

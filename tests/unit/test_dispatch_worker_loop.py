@@ -11,7 +11,7 @@ import orjson
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from apiplus.harness import Harness, ManualClock
+from apiplus.harness import Harness, Killed, ManualClock
 from services.dispatch import providers
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.providers import Provider, Request
@@ -93,8 +93,9 @@ class World:
         for lane in dispatcher.lanes.lanes.values():
             if lane.task is not None:
                 lane.task.cancel()
-        for task in dispatcher._tables:
-            task.cancel()
+        for task in [*dispatcher._tables, dispatcher._flusher]:
+            if task is not None:
+                task.cancel()
         self.h.broker.expel(dispatcher._consumer)  # type: ignore[arg-type]
 
     async def closed(self, dispatcher: Dispatcher) -> None:
@@ -214,4 +215,55 @@ async def test_kill_during_a_burst_leaves_every_result_exactly_once() -> None:
     assert by_command == expected
     assert len(w.out("cmd.dlq")) == 5
     assert set(w.provider.calls) == {*valid, "held-0", "held-1", "held-2"}
+    assert w.committed() == w.ends()
+
+
+async def test_kill_inside_a_commit_leaves_its_transaction_to_the_next_owner() -> None:
+    """kill -9 while a partition's transaction commits: it stays open (holding back read_committed
+    readers) until the next owner's producer fences it and aborts it; then everything comes once."""
+    w = World(commit_interval_seconds=0.2)
+    w.channel("a")
+    d = await w.started()
+    for i in range(8):
+        w.command(f"ok-{i}", "a")
+    w.command("bad", "a", token="wrong")
+    await w.run_for(d, 0.1, every=0.1)
+    w.h.broker.fail_next("commit", Killed())
+    await w.run_for(d, 0.4, every=0.1)
+    assert d._flusher is not None
+    assert d._flusher.done(), "the commit was not reached"
+    w.kill(d)
+    assert w.out("results") == []  # the open transaction holds its partition back
+    d = await w.started()
+    await w.run_for(d, 3)
+    await w.closed(d)
+    seen = Counter((r["command_id"], r["state"]) for r in w.out("results"))
+    assert seen == Counter({**{(f"ok-{i}", s): 1 for i in range(8) for s in ("queued", "sent")},
+                            ("bad", "rejected"): 1})
+    assert len(w.out("cmd.dlq")) == 1
+    assert w.committed() == w.ends()
+
+
+async def test_a_zombie_that_missed_the_rebalance_is_fenced_and_writes_nothing() -> None:
+    """The old owner is expelled (a session timeout) but keeps running: the new owner's producers fence
+    it, so none of its later results commit; the new owner's do, once each."""
+    w = World(commit_interval_seconds=0.2)
+    w.channel("a")
+    w.provider.latency = 0.05
+    zombie = await w.started()
+    for i in range(10):
+        w.command(f"ok-{i}", "a")
+    await w.run_for(zombie, 0.3, every=0.1)
+    w.h.broker.expel(zombie._consumer)  # type: ignore[arg-type]
+    owner = await w.started()
+    for _ in range(40):  # both poll; the zombie still holds its old assignment
+        await zombie.step()
+        await owner.step()
+        await w.h.clock.advance(0.1)
+    busy = TopicPartition("cmd", w.h.broker.records("cmd")[0].partition)
+    assert busy not in zombie.outboxes.boxes, "the zombie's producer was not fenced"
+    await w.closed(owner)
+    w.kill(zombie)
+    seen = Counter((r["command_id"], r["state"]) for r in w.out("results"))
+    assert seen == Counter({(f"ok-{i}", s): 1 for i in range(10) for s in ("queued", "sent")})
     assert w.committed() == w.ends()

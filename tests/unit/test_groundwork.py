@@ -26,6 +26,7 @@ from apiplus.harness import ClockStuck, FakeProducer, Harness, ManualClock
 from apiplus.health import Readiness
 from apiplus.jsonlog import COORDINATOR_LOGGER, StartupCoordinatorFilter
 from apiplus.kafka import load_table
+from apiplus.runtime import run_components
 from apiplus.table import TopicTable
 from apiplus.topics import DISPATCH_COMMANDS, DISPATCH_RETRY, INGEST_RAW, dead_letter_topic
 
@@ -271,3 +272,36 @@ def test_every_error_code_the_services_write_is_in_the_closed_set() -> None:
     assert written or named, "the scan found no error codes: the pattern is out of date"
     assert written <= {str(code) for code in ErrorCode}, written - {str(code) for code in ErrorCode}
     assert named <= set(ErrorCode.__members__), named - set(ErrorCode.__members__)
+
+
+class _OneShot:
+    """A component that runs until told to finish."""
+
+    def __init__(self) -> None:
+        self.finish = asyncio.Event()
+
+    async def run(self) -> None:
+        await self.finish.wait()
+
+    def stop(self) -> None:
+        self.finish.set()
+
+
+async def test_a_running_worker_keeps_its_ready_gauge_current_and_zero_once_stopped() -> None:
+    registry = CollectorRegistry()
+    gauge = Gauge("apiplus_test_ready", "ready", registry=registry)
+    component = _OneShot()
+
+    async def ready() -> dict[str, bool]:
+        return {"kafka": True}
+
+    worker = asyncio.ensure_future(run_components([component], registry=registry, ready=ready,
+                                                  http_host="127.0.0.1", http_port=0, ready_gauge=gauge))
+    for _ in range(200):
+        if registry.get_sample_value("apiplus_test_ready") == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert registry.get_sample_value("apiplus_test_ready") == 1
+    component.finish.set()
+    await worker
+    assert registry.get_sample_value("apiplus_test_ready") == 0
