@@ -28,6 +28,7 @@ from apiplus.schemas import validate
 from apiplus.topics import dlq_name
 from services.ingest.core import PRODUCER, Context, Outcome, normalize
 from services.ingest.health import CONDITIONS, STATES, ChannelHealth, HealthRules, observe, settle
+from services.ingest.loop import ReplyCorrelator
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
 
@@ -67,6 +68,7 @@ class NormalizeHandler:
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
+        self.replies = ReplyCorrelator(redis, metrics, settings.offer_window_seconds)
         self._prepared: dict[tuple[str, int, int], Outcome | PermanentError] = {}
 
     async def prepare(self, records: Sequence[Any]) -> None:
@@ -83,6 +85,16 @@ class NormalizeHandler:
         for key, outcome in self._prepared.items():
             if isinstance(outcome, Outcome) and duplicates.get(key):
                 outcome.events = [e for e in outcome.events if e["event_id"] not in duplicates[key]]
+        await self._correlate()
+
+    async def _correlate(self) -> None:
+        """`in_reply_to` and typed answers for the batch's messages, one Redis round trip (docs/loop.md)."""
+        outcomes = [o for o in self._prepared.values() if isinstance(o, Outcome) and o.events]
+        if not outcomes:
+            return
+        correlated = iter(await self.replies.apply([e for o in outcomes for e in o.events]))
+        for outcome in outcomes:
+            outcome.events = [next(correlated) for _ in outcome.events]
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
         prepared = self._prepared.pop(_position(record), None)
