@@ -20,7 +20,8 @@ def ingest_events(n: int, channels: int) -> Iterator[tuple[bytes, bytes]]:
         if i % 10 == 9:
             state = ("open", "close")[(i // 10) % 2]
             payload = {"event": "connection.update", "instance": ch, "apikey": "bench-secret",
-                       "date_time": f"2026-11-27T09:{(i // 60) % 60:02d}:{i % 60:02d}Z",
+                       # A connection update's id comes from its own time: one second apart, unique per run.
+                       "date_time": f"2026-11-27T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}Z",
                        "data": {"instance": ch, "state": state, "statusReason": 428 if state == "close" else 200}}
         elif dialect == 0:
             payload = {"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [{"field": "messages",

@@ -111,7 +111,9 @@ async def main() -> int:
         await asyncio.to_thread(_infra_up, state)
         sim_log = state.state_dir / "simulator" / "requests.jsonl"
         procs["simulator"] = await _spawn("simulator", [
-            python, "-m", "services.cli", "dispatch", "simulator", "--port", str(SIMULATOR_PORT), "--log", str(sim_log)
+            python, "-m", "services.cli", "dispatch", "simulator", "--port", str(SIMULATOR_PORT), "--log", str(sim_log),
+            # It can also play the gateway (statuses, echoes, replies into the raw topic): POST /_sim/loop.
+            "--kafka-bootstrap", state.bootstrap,
         ], env)
         prometheus = infra.prometheus_command(state, PROMETHEUS_PORT)
         if prometheus is not None:

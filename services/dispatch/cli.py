@@ -26,9 +26,12 @@ from apiplus.runtime import serve
 from apiplus.settings import load_settings
 from services.dispatch import providers
 from services.dispatch.core import Channel, parse_command, render_command
+from services.dispatch.loopstore import LoopSettings, LoopStore
 from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.receipts_stage import build as build_receipts
 from services.dispatch.sender import ProviderClient
 from services.dispatch.settings import DispatchSettings
+from services.dispatch.simloop import GatewayLoop
 from services.dispatch.simulator import serve as serve_simulator
 from services.dispatch.store import RedisRecordStore
 from services.dispatch.worker import Dispatcher
@@ -39,13 +42,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     commands.add_parser("run", help="consume commands and deliver them").set_defaults(func=_run)
     r = commands.add_parser("render", help="commands (JSONL) on stdin -> provider requests on stdout")
     r.add_argument("--provider", required=True, choices=[p for p in providers.NAMES if p != "simulator"])
-    r.add_argument("--mode", choices=("plus", "plain"), default="plus", help="the channel's mode (default plus)")
+    r.add_argument("--mode", choices=("plus", "plain"), default="plus",
+                   help="the channel's mode (default plus); plain prints interactive messages as numbered text, "
+                        "the numbers (and titles) typed answers are matched against")
     r.set_defaults(func=_render)
     s = commands.add_parser("simulator", help="run the local provider simulator")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=18080)
     s.add_argument("--log", default=".cache/simulator/requests.jsonl")
     s.add_argument("--latency-ms", type=int, default=0)
+    s.add_argument("--kafka-bootstrap", default=None,
+                   help="emit the gateways' status, echo and reply webhooks to this Kafka (see POST /_sim/loop)")
+    s.add_argument("--raw-topic", default="apiplus.ingest.raw.v1")
+    s.add_argument("--instance", default="simulator", help="the channel's instance name where the path has none")
     s.set_defaults(func=_simulator)
 
 
@@ -60,15 +69,21 @@ def _run(_: argparse.Namespace) -> int:
     client = ProviderClient(providers.configure(), idempotent=settings.idempotent,
                             timeout_seconds=settings.http_timeout_seconds, max_in_flight=settings.max_in_flight)
     store = RedisRecordStore(redis, settings.dedupe_ttl_seconds, on_error=metrics.redis_errors.inc)
-    dispatcher = Dispatcher(settings, KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-dispatch")),
-                            store, client, metrics)
+    clients = KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-dispatch"))
+    loop = LoopStore(redis, LoopSettings(settings.sent_map_ttl_seconds, settings.offer_window_seconds,
+                                         settings.echo_window_seconds, settings.echo_poll_seconds),
+                     call=store._retrying) if settings.loop_enabled else None
+    dispatcher = Dispatcher(settings, clients, store, client, metrics, loop=loop)
+    workers: list[Any] = [dispatcher]
+    if settings.loop_enabled:
+        workers.append(build_receipts(settings, clients, redis, metrics))
 
     async def ready() -> dict[str, bool]:
-        return {"kafka": dispatcher.is_ready(), "redis": await redisio.ping(redis)}
+        return {"kafka": all(w.is_ready() for w in workers), "redis": await redisio.ping(redis)}
 
     gc.freeze()  # what start-up allocated (tables, clients, modules) is never scanned again
     gc.set_threshold(50_000, 20, 20)  # young collections every 50k allocations, not every 700
-    return serve([dispatcher], registry=registry, ready=ready, http_host=settings.http_host,
+    return serve(workers, registry=registry, ready=ready, http_host=settings.http_host,
                  http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=metrics.worker.ready)
 
 
@@ -130,5 +145,6 @@ def _render(args: argparse.Namespace) -> int:
 
 def _simulator(args: argparse.Namespace) -> int:
     setup_logging("simulator")
-    asyncio.run(serve_simulator(args.host, args.port, Path(args.log), args.latency_ms))
+    loop = GatewayLoop(args.kafka_bootstrap, args.raw_topic, args.instance) if args.kafka_bootstrap else None
+    asyncio.run(serve_simulator(args.host, args.port, Path(args.log), args.latency_ms, loop))
     return 0

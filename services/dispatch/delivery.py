@@ -2,13 +2,21 @@
 
 Retries in place with capped exponential backoff (honouring Retry-After), then parks the command in
 the retry topic, then dead-letters it. The send record (record.py) is written before every request.
+
+With the closed loop (loopstore.py, docs/loop.md): a command that ends `sent` is remembered in the
+sent map (and its offer, when degraded to numbered text); a send whose outcome is unknown on a provider
+without idempotency keys waits, off its lane, for the gateway's echo before it ends `failed`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka import TopicPartition
 
 from apiplus.backoff import Backoff
 from apiplus.clock import Clock
@@ -16,8 +24,9 @@ from apiplus.dlq import SourceRecord
 from apiplus.errors import ErrorCode, PermanentError
 from apiplus.kafka import Output
 from services.dispatch.commits import Commits
-from services.dispatch.core import render_command
+from services.dispatch.core import Channel, Command, render_command
 from services.dispatch.job import Job
+from services.dispatch.loop import EchoWaitInterrupted
 from services.dispatch.metrics import DELIVERY, DispatchMetrics
 from services.dispatch.outcome import DELIVERY_UNKNOWN, Failure, ResultState
 from services.dispatch.providers import Request
@@ -25,6 +34,18 @@ from services.dispatch.record import SendState, done, retrying, sending, sent
 from services.dispatch.results import Outputs
 from services.dispatch.sender import SendFailed, SendUnavailable
 from services.dispatch.store import SendRecords
+
+
+class Loop(Protocol):
+    """The closed loop's Redis side (loopstore.LoopStore)."""
+
+    async def remember(self, command: Command, channel: Channel, message_id: str,
+                       resolved_by: str | None = None) -> None: ...
+
+    async def await_echo(self, command: Command, channel: Channel, attempt_at: float,
+                         stopping: Callable[[], bool] = ...) -> str | None:
+        """The echoed message id, None when the window closed; raises EchoWaitInterrupted when stopping."""
+
 
 Sender = Callable[[str, Request, str], Awaitable[tuple[str, float]]]  # (provider, request, key) -> (id, s)
 
@@ -40,7 +61,7 @@ class RetryPolicy:
 class Delivery:
     def __init__(self, *, send: Sender, idempotent: Callable[[str], bool], records: SendRecords, outputs: Outputs,
                  commits: Commits, metrics: DispatchMetrics, clock: Clock, policy: RetryPolicy,
-                 max_in_flight: int) -> None:
+                 max_in_flight: int, loop: Loop | None = None) -> None:
         self.send = send
         self.idempotent = idempotent
         self.records = records
@@ -50,9 +71,12 @@ class Delivery:
         self.clock = clock
         self.policy = policy
         self._semaphore = asyncio.Semaphore(max_in_flight)
+        self.loop = loop
+        self.stopping = False
+        self._awaiting: dict[str, tuple[Job, asyncio.Task[None]]] = {}  # command id -> echo wait
 
     def finish(self, job: Job, state: ResultState, *, message_id: str | None = None, error: Failure | None = None,
-               first: Sequence[Output] = ()) -> None:
+               first: Sequence[Output] = (), resolved_by: str | None = None) -> None:
         """The terminal result (after `first`, e.g. a dead letter) into the partition's outbox; the offset may
         then be committed with it. The send record says DONE once that transaction has committed."""
         before, after = job.record, done(str(state), message_id)
@@ -60,7 +84,8 @@ class Delivery:
         async def record_done() -> None:
             await self.records.step(job.command_id, before, after)
 
-        result = self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error)
+        result = self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error,
+                                     resolved_by=resolved_by)
         self.outputs.finished(job.tp, job.offset, [*first, result], record_done)
         self.records.remember(job.command_id)
         job.record = after
@@ -72,8 +97,9 @@ class Delivery:
         self.commits.done(job.tp, job.offset)
 
     def finished_here(self, job: Job) -> bool:
+        """Finished by this process, or its echo is being awaited here (a copy must not start another wait)."""
         current = self.records.current(job.command_id, job.record)
-        return current is not None and current.state is SendState.DONE
+        return (current is not None and current.state is SendState.DONE) or job.command_id in self._awaiting
 
     async def deliver(self, job: Job) -> None:
         current = self.records.current(job.command_id, job.record)
@@ -81,12 +107,14 @@ class Delivery:
         if state is SendState.DONE:
             return self.skip(job)
         if state is SendState.SENT:
-            return self.finish(job, ResultState.SENT, message_id=current.message_id if current else None)
+            return await self._sent(job, current.message_id if current else None)
         if state is SendState.SENDING and not self.idempotent(job.channel.provider):
-            return self.finish(job, ResultState.FAILED, error=DELIVERY_UNKNOWN)
+            attempted = current.at if current is not None and current.at is not None else self.clock.time()
+            return self._unknown(job, attempted, DELIVERY_UNKNOWN)
         request = render_command(job.command, job.channel)
         for attempt in range(1, self.policy.attempts_in_place + 1):
-            job.record = await self.records.step(job.command_id, job.record, sending())
+            attempted = self.clock.time()
+            job.record = await self.records.step(job.command_id, job.record, sending(attempted))
             try:
                 message_id = await self._call(job, request)
             except SendFailed as exc:
@@ -95,7 +123,7 @@ class Delivery:
                     provider_status=exc.status))
             except SendUnavailable as exc:
                 if exc.ambiguous and not self.idempotent(job.channel.provider):
-                    return self.finish(job, ResultState.FAILED, error=Failure(
+                    return self._unknown(job, attempted, Failure(
                         ErrorCode.DELIVERY_UNKNOWN,
                         f"{exc.reason}: the message may have been delivered; not sent again",
                         provider_status=exc.status))
@@ -107,7 +135,47 @@ class Delivery:
                 await self.clock.sleep(self.policy.backoff.delay(attempt, exc.retry_after))
                 continue
             job.record = await self.records.step(job.command_id, job.record, sent(message_id))
-            return self.finish(job, ResultState.SENT, message_id=message_id)
+            return await self._sent(job, message_id)
+
+    async def _sent(self, job: Job, message_id: str | None, resolved_by: str | None = None) -> None:
+        """Remembered in the sent map (and its offer) before the `sent` result: receipts and replies find it."""
+        if message_id and self.loop is not None:
+            await self.loop.remember(job.command, job.channel, message_id, resolved_by)
+        self.finish(job, ResultState.SENT, message_id=message_id, resolved_by=resolved_by)
+
+    # --- unknown outcomes --------------------------------------------------------------------------
+    def _unknown(self, job: Job, attempted: float, error: Failure) -> None:
+        """Never sent again. With the loop, the echo is awaited off the lane; without it, failed at once."""
+        if self.loop is None:
+            self.metrics.unknown_sends.labels(outcome="left_unknown").inc()
+            return self.finish(job, ResultState.FAILED, error=error)
+        task = asyncio.create_task(self._settle(job, attempted, error), name="echo-wait")
+        self._awaiting[job.command_id] = (job, task)
+        task.add_done_callback(lambda _: self._awaiting.pop(job.command_id, None))
+        return None
+
+    async def _settle(self, job: Job, attempted: float, error: Failure) -> None:
+        assert self.loop is not None
+        try:
+            message_id = await self.loop.await_echo(job.command, job.channel, attempted, lambda: self.stopping)
+        except EchoWaitInterrupted:
+            return  # the offset stays uncommitted: the next owner waits out the rest of the window
+        if message_id is None:
+            self.metrics.unknown_sends.labels(outcome="left_unknown").inc()
+            self.finish(job, ResultState.FAILED, error=error)
+            return
+        self.metrics.unknown_sends.labels(outcome="resolved_by_echo").inc()
+        job.record = await self.records.step(job.command_id, job.record, sent(message_id))
+        await self._sent(job, message_id, resolved_by="echo")
+
+    async def cancel_waits(self, tps: Iterable[TopicPartition] | None = None) -> None:
+        """Partitions given up (None: all): their echo waits stop; the commands are redelivered to the next owner."""
+        revoked = set(tps) if tps is not None else None
+        for job, task in list(self._awaiting.values()):
+            if revoked is None or job.tp in revoked:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def _call(self, job: Job, request: Request) -> str:
         provider = job.channel.provider

@@ -12,6 +12,7 @@ from apiplus.metrics import LATENCY_BUCKETS, Labelled, WorkerMetrics
 
 INTAKE = "intake"  # the `stage` label of records read and dead-lettered at intake
 DELIVERY = "delivery"  # ... of provider sends retried in place, and of dead letters after the last retry
+RECEIPTS = "receipts"  # ... of the receipts stage (canonical statuses and echoes -> dispatch.delivery)
 OUTBOX = "outbox"  # ... of the per-partition transactions that commit outputs with offsets
 
 
@@ -60,3 +61,19 @@ class DispatchMetrics:
         )
         self.table_rows = Labelled(Gauge("apiplus_dispatch_table_rows", "Rows in the registry and health tables.",
                                          ["table"], registry=registry))
+        # The closed loop (docs/loop.md). The receipts stage's records, retries and aborts are the shared
+        # families under stage="receipts".
+        self.receipt_stage = self.worker.stage(RECEIPTS)
+        self.receipts = Counter(
+            "apiplus_dispatch_receipts_total", "dispatch.delivery events written, by status.", ["status"],
+            registry=registry,
+        )
+        self.unknown_sends = Counter(
+            "apiplus_dispatch_unknown_sends_total",
+            "Sends whose outcome was unknown, by how they ended: resolved_by_echo or left_unknown.", ["outcome"],
+            registry=registry,
+        )
+        self.echoes = Counter(
+            "apiplus_dispatch_echoes_total", "Gateway echoes of API sends stored for matching unknown sends.",
+            registry=registry,
+        )

@@ -6,9 +6,10 @@
                RETRYING --> DONE    (retries exhausted)
     (absent) --> DONE               (refused at intake, expired, queue full)
 
-`SENDING` is written before every request: finding it on redelivery means an earlier attempt's
-outcome is unknown. `RETRYING` means the provider answered that it did not take the request (429, 5xx,
-connection refused), so sending again is safe. `SENT` holds the provider's message id. `DONE` means
+`SENDING` is written before every request, with the attempt's time: finding it on redelivery means an
+earlier attempt's outcome is unknown (the gateway's echo is awaited from that time, docs/loop.md).
+`RETRYING` means the provider answered that it did not take the request (429, 5xx, connection
+refused), so sending again is safe. `SENT` holds the provider's message id. `DONE` means
 the terminal result is written; a redelivered copy is skipped.
 """
 
@@ -46,9 +47,12 @@ class SendRecord:
     state: SendState
     message_id: str | None = None
     terminal: str | None = None  # the terminal result state, once DONE
+    at: float | None = None  # SENDING: when the attempt started (epoch seconds)
 
     def to_json(self) -> bytes:
         value: dict[str, Any] = {"state": str(self.state)}
+        if self.state is SendState.SENDING and self.at is not None:
+            value["at"] = self.at
         if self.state in (SendState.SENT, SendState.DONE):
             value["message_id"] = self.message_id
         if self.state is SendState.DONE:
@@ -58,7 +62,9 @@ class SendRecord:
     @classmethod
     def from_json(cls, raw: bytes | str) -> SendRecord:
         value = orjson.loads(raw)
-        return cls(SendState(value["state"]), value.get("message_id"), value.get("terminal"))
+        at = value.get("at")
+        return cls(SendState(value["state"]), value.get("message_id"), value.get("terminal"),
+                   float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None)
 
 
 def advance(current: SendRecord | None, new: SendRecord) -> SendRecord:
@@ -69,8 +75,8 @@ def advance(current: SendRecord | None, new: SendRecord) -> SendRecord:
     return new
 
 
-def sending() -> SendRecord:
-    return SendRecord(SendState.SENDING)
+def sending(at: float | None = None) -> SendRecord:
+    return SendRecord(SendState.SENDING, at=at)
 
 
 def retrying() -> SendRecord:

@@ -28,10 +28,13 @@ PROGRESS = {ResultState.QUEUED: Mark.QUEUED, ResultState.HELD: Mark.HELD}
 
 
 def result_event(command_id: str, channel_id: str, state: ResultState, now: float, *,
-                 message_id: str | None = None, error: Failure | None = None) -> dict[str, Any]:
+                 message_id: str | None = None, error: Failure | None = None,
+                 resolved_by: str | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {"command_id": command_id, "channel_id": channel_id, "state": str(state)}
     if message_id:
         payload["provider_message_id"] = message_id
+    if resolved_by:
+        payload["resolved_by"] = resolved_by
     if error is not None:
         payload["error"] = error.as_dict()
     return make_event("dispatch.result", event_id=deterministic_id("dispatch.result", command_id, str(state)),
@@ -49,9 +52,10 @@ class Outputs:
         self.clock = clock
 
     def result(self, command_id: str, channel_id: str, state: ResultState, *, message_id: str | None = None,
-               error: Failure | None = None) -> Output:
+               error: Failure | None = None, resolved_by: str | None = None) -> Output:
         self.metrics.results(str(state)).inc()
-        event = result_event(command_id, channel_id, state, self.clock.time(), message_id=message_id, error=error)
+        event = result_event(command_id, channel_id, state, self.clock.time(), message_id=message_id, error=error,
+                             resolved_by=resolved_by)
         return Output(self.results_topic, orjson.dumps(event), key=channel_id.encode())
 
     def dead_letter(self, source: Source, error: PermanentError, *, stage: str = INTAKE) -> Output:

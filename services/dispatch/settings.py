@@ -54,6 +54,14 @@ class DispatchSettings(WorkerSettings):
     # Worker processes `apiplus dispatch run` starts, all in the same consumer group (each owns whole
     # partitions); process i serves its health and metrics on http_port + i (cli.py).
     processes: int = Field(1, ge=1, le=64)
+    # The closed loop (docs/loop.md): receipts, replies, typed answers, unknown sends settled by echo.
+    loop_enabled: bool = True
+    events_topic: str = topics.INGEST_EVENTS.name
+    receipts_group_id: str = "apiplus-dispatch-receipts"
+    sent_map_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)  # provider message id -> command
+    offer_window_seconds: int = Field(24 * 3600, ge=60)  # typed answers to numbered options
+    echo_window_seconds: float = Field(300.0, ge=0)  # an unknown send waits this long for its echo
+    echo_poll_seconds: float = Field(1.0, gt=0)
 
     @property
     def idempotent(self) -> frozenset[str]:

@@ -3,7 +3,8 @@
 Every request is appended to a JSONL log (no credentials: headers are never logged). A request with an
 `Idempotency-Key` already answered gets the same answer and is logged with `"replay": true`, so the log
 shows how many distinct sends reached the "provider". Faults are injected on demand through
-`POST /_sim/faults`: latency, 429 with Retry-After, 5xx, timeouts and connection resets.
+`POST /_sim/faults`: latency, 429 with Retry-After, 5xx, timeouts and connection resets. With a
+GatewayLoop (services.dispatch.simloop) it also emits the gateways' status, echo and reply webhooks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from services.dispatch.simloop import GatewayLoop
 
 AUTH_HEADERS = ("authorization", "apikey", "token")
 
@@ -76,8 +79,9 @@ def provider_response(provider: str, message_id: str, body: dict[str, Any]) -> d
 
 
 class Simulator:
-    def __init__(self, log_path: Path, base_latency_ms: int = 0) -> None:
+    def __init__(self, log_path: Path, base_latency_ms: int = 0, loop: GatewayLoop | None = None) -> None:
         self.log_path = log_path
+        self.loop = loop
         self.base_latency_ms = base_latency_ms
         self.faults = Faults()
         self.answers: dict[str, dict[str, Any]] = {}
@@ -89,6 +93,8 @@ class Simulator:
         app.router.add_post("/_sim/faults", self._set_faults)
         app.router.add_get("/_sim/stats", self._stats)
         app.router.add_get("/healthz", self._healthz)
+        if self.loop is not None:
+            self.loop.routes(app)
         app.router.add_post("/{tail:.*}", self._send)
         return app
 
@@ -135,18 +141,24 @@ class Simulator:
         if replay:
             answer = self.answers[key]  # type: ignore[index]
         else:
-            answer = provider_response(provider, f"SIM{uuid.uuid4().hex[:20].upper()}", body)
+            message_id = f"SIM{uuid.uuid4().hex[:20].upper()}"
+            answer = provider_response(provider, message_id, body)
             if key is not None:
                 self.answers[key] = answer
+            if self.loop is not None:
+                self.loop.on_accepted(provider, request.path, body, message_id)
         entry = {"ts": time.time(), "provider": provider, "path": request.path, "idempotency_key": key,
                  "replay": replay, "response": answer, "body": body}
         self._log.write(orjson.dumps(entry) + b"\n")
         return web.json_response(answer)
 
 
-async def serve(host: str, port: int, log_path: Path, base_latency_ms: int = 0) -> None:
+async def serve(host: str, port: int, log_path: Path, base_latency_ms: int = 0,
+                loop: GatewayLoop | None = None) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    simulator = Simulator(log_path, base_latency_ms)
+    simulator = Simulator(log_path, base_latency_ms, loop)
+    if loop is not None:
+        await loop.start()
     runner = web.AppRunner(simulator.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -156,3 +168,5 @@ async def serve(host: str, port: int, log_path: Path, base_latency_ms: int = 0) 
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+        if loop is not None:
+            await loop.stop()

@@ -27,7 +27,7 @@ from apiplus.table import TopicTable
 from apiplus.topics import dlq_name
 from services.dispatch.commits import Commits
 from services.dispatch.core import Channel
-from services.dispatch.delivery import Delivery, RetryPolicy
+from services.dispatch.delivery import Delivery, Loop, RetryPolicy
 from services.dispatch.holding import is_open
 from services.dispatch.intake import Intake
 from services.dispatch.lanes import LaneRules, Lanes
@@ -46,8 +46,10 @@ TABLE_WAIT_SECONDS = 0.05
 
 class Dispatcher:
     def __init__(self, settings: DispatchSettings, clients: ClientFactory, store: RecordStore,
-                 client: ProviderPort, metrics: DispatchMetrics, clock: Clock = SYSTEM_CLOCK) -> None:
+                 client: ProviderPort, metrics: DispatchMetrics, clock: Clock = SYSTEM_CLOCK,
+                 loop: Loop | None = None) -> None:
         self.settings = settings
+        self.loop = loop  # the closed loop's Redis side (docs/loop.md); None: off
         self.clients = clients
         self.client = client
         self.metrics = metrics
@@ -102,7 +104,7 @@ class Dispatcher:
                              Backoff(first=s.backoff_base_seconds, cap=s.backoff_cap_seconds))
         return Delivery(send=self.client.send, idempotent=self.client.idempotent, records=self.records,
                         outputs=self.outputs, commits=self.commits, metrics=self.metrics, clock=self.clock,
-                        policy=policy, max_in_flight=s.max_in_flight)
+                        policy=policy, max_in_flight=s.max_in_flight, loop=self.loop)
 
     def _channel(self, channel_id: str) -> Channel | None:
         row = self.registry.get(channel_id)
@@ -115,6 +117,7 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopping.set()
         self.lanes.stopping.set()
+        self.delivery.stopping = True
 
     def is_ready(self) -> bool:
         return (self.registry.loaded.is_set() and self.health.loaded.is_set() and self._last_poll is not None
@@ -171,6 +174,7 @@ class Dispatcher:
             self._flusher = None
         if self._consumer is not None:
             async with self._lock:
+                await self.delivery.cancel_waits()
                 await self.lanes.drain(list(self.commits.trackers))
                 await self.outboxes.release(list(self.outboxes.boxes))
             await self._consumer.stop()
@@ -212,8 +216,9 @@ class Dispatcher:
             self.commits.assign(partitions)
 
     async def partitions_revoked(self, partitions: list[Any]) -> None:
-        """Sends in progress finish, what is finished commits, the rest is the next owner's."""
+        """Sends in progress finish, what is finished commits, the rest (echo waits too) is the next owner's."""
         async with self._lock:
+            await self.delivery.cancel_waits(partitions)
             await self.lanes.drain(partitions)
             await self.outboxes.release(partitions)
             self.commits.revoke(partitions)

@@ -39,6 +39,17 @@ class IngestMetrics:
             "apiplus_ingest_channels_with_condition", "Channels by derived condition.", ["condition"],
             registry=registry,
         )
+        # The closed loop (docs/loop.md).
+        self.replies_correlated = Counter(
+            "apiplus_ingest_replies_correlated_total",
+            "message.received events tied to the command they answer (in_reply_to), by kind.", ["kind"],
+            registry=registry,
+        )
+        self.typed_answers = Counter(
+            "apiplus_ingest_typed_answers_total",
+            "Texts recognised as typed answers to numbered options, by the kind they became.", ["kind"],
+            registry=registry,
+        )
         self.redis_errors = Counter(
             "apiplus_ingest_redis_errors_total", "Failed writes of the health copy to Redis.", registry=registry,
         )

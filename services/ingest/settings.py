@@ -26,6 +26,8 @@ class IngestSettings(WorkerSettings):
     state_topic: str = topics.INGEST_CHANNEL_STATE.name
     max_payload_bytes: int = Field(512 * 1024, ge=1024)
     dedupe_window_seconds: int = Field(24 * 3600, ge=60)
+    # A typed answer to numbered options is recognised this long after the offer (docs/loop.md).
+    offer_window_seconds: int = Field(24 * 3600, ge=60)
     # How to read Evolution's envelope `date_time`, used only for events without a time of their own:
     # "receipt" (the Kafka record's timestamp), "utc" (the server runs in UTC), or the server's IANA
     # zone ("America/Sao_Paulo"). See docs/ingest.md.

@@ -28,6 +28,7 @@ from apiplus.schemas import validate
 from apiplus.topics import dlq_name
 from services.ingest.core import PRODUCER, Context, Outcome, normalize
 from services.ingest.health import CONDITIONS, STATES, ChannelHealth, HealthRules, observe, settle
+from services.ingest.loop import ReplyCorrelator
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
 
@@ -67,6 +68,7 @@ class NormalizeHandler:
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
+        self.replies = ReplyCorrelator(redis, metrics, settings.offer_window_seconds)
         self._prepared: dict[tuple[str, int, int], Outcome | PermanentError] = {}
 
     async def prepare(self, records: Sequence[Any]) -> None:
@@ -83,6 +85,16 @@ class NormalizeHandler:
         for key, outcome in self._prepared.items():
             if isinstance(outcome, Outcome) and duplicates.get(key):
                 outcome.events = [e for e in outcome.events if e["event_id"] not in duplicates[key]]
+        await self._correlate()
+
+    async def _correlate(self) -> None:
+        """`in_reply_to` and typed answers for the batch's messages, one Redis round trip (docs/loop.md)."""
+        outcomes = [o for o in self._prepared.values() if isinstance(o, Outcome) and o.events]
+        if not outcomes:
+            return
+        correlated = iter(await self.replies.apply([e for o in outcomes for e in o.events]))
+        for outcome in outcomes:
+            outcome.events = [next(correlated) for _ in outcome.events]
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
         prepared = self._prepared.pop(_position(record), None)
@@ -128,14 +140,14 @@ class NormalizeHandler:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key, event in keyed:
-                    marker = SEEN_KEY + event["event_id"]
-                    pipe.set(marker, _marker(key), nx=True, ex=self.settings.dedupe_window_seconds)
-                    pipe.get(marker)
+                    # SET NX GET (Redis >= 7.0): the marker already there, or None when this call wrote it.
+                    pipe.set(SEEN_KEY + event["event_id"], _marker(key), nx=True,
+                             ex=self.settings.dedupe_window_seconds, get=True)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise TransientError(f"redis unavailable for deduplication: {type(exc).__name__}") from exc
         found: dict[tuple[str, int, int], set[str]] = {}
-        for (key, event), first_seen in zip(keyed, replies[1::2], strict=True):
+        for (key, event), first_seen in zip(keyed, replies, strict=True):
             if first_seen is not None and first_seen.decode() != _marker(key):
                 found.setdefault(key, set()).add(event["event_id"])
                 self.metrics.duplicates.labels(source=event["source"]).inc()

@@ -207,7 +207,7 @@ async def test_a_body_naming_several_channels_is_split_per_channel(ingress: Runn
         split = orjson.loads(records[key])
         assert split["object"] == "whatsapp_business_account"
         # Still a Cloud API body: ingest normalises it into this channel's messages only.
-        events = normalize_record(records[key], Context(dialect="cloudapi"), 1 << 20)
+        events = normalize_record(records[key], Context(dialect="cloudapi"), 1 << 20).events
         assert [e["message"]["id"] for e in events] == ids
         assert {e["channel_id"] for e in events} == {key.decode()}
     assert [e["id"] for e in orjson.loads(records[b"PNID-B"])["entry"]] == ["WABA1", "WABA2"]

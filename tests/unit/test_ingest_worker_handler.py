@@ -27,15 +27,14 @@ class MemoryPipeline:
     async def __aexit__(self, *_: object) -> None:
         return None
 
-    def set(self, key: str, value: str, nx: bool, ex: int) -> None:
-        if nx and key in self.store:
-            self.replies.append(None)
-            return
-        self.store[key] = value.encode()
-        self.replies.append(True)
-
-    def get(self, key: str) -> None:
-        self.replies.append(self.store.get(key))
+    def set(self, key: str, value: str, nx: bool, ex: int, get: bool) -> None:
+        """Redis's SET NX GET: the value already there (nothing written), or None after writing."""
+        assert nx
+        assert get
+        old = self.store.get(key)
+        if old is None:
+            self.store[key] = value.encode()
+        self.replies.append(old)
 
     async def execute(self) -> list[Any]:
         return self.replies
