@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from chaos import ingress
+from chaos import ingress, results_once
 from chaos.scenarios import Outcome, Scenarios
 from chaos.stack import SERVICES, Stack
 
@@ -53,6 +53,7 @@ async def main() -> int:
             print(f"chaos: {outcomes[-1].scenario}: lost {outcomes[-1].lost}, duplicated {outcomes[-1].duplicated}",
                   flush=True)
         for step in (scenarios.broker_restart, scenarios.redis_restart, scenarios.rebalance,
+                     lambda: results_once.run(scenarios, KILLS),
                      scenarios.provider_faults, scenarios.fuzz, scenarios.tokens,
                      lambda: ingress.broker_stop(stack, restart_broker)):
             outcomes.append(await step())
