@@ -52,6 +52,7 @@ class Box:
     committed: Progress
     pending: Pending = field(default_factory=Pending)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one transaction at a time
+    stale: bool = False  # the producer's renewal failed (broker away): renew before the next transaction
 
     def take(self) -> Pending:
         taken, self.pending = self.pending, Pending()
@@ -125,9 +126,13 @@ class Outboxes:
             self.boxes.pop(tp, None)
             return None
         except (KafkaError, OSError) as exc:
+            box.stale = True
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
             log.warning("producer renewal failed; retried at the next flush",
                         extra={"topic": tp.topic, "partition": tp.partition, "error": type(exc).__name__})
             return None
+        box.stale = False
         return table.get(self._key(tp))
 
     def _key(self, tp: Any) -> str:
@@ -172,6 +177,10 @@ class Outboxes:
                 await self._transaction(tp, box)
 
     async def _transaction(self, tp: Any, box: Box) -> None:
+        if box.stale:
+            await self._renew(tp, box)
+            if box.stale or self.boxes.get(tp) is not box:
+                return  # still away (or fenced): the outbox waits for the next flush
         frontier = self.commits.position(tp)  # with `take`, one synchronous snapshot
         taken = box.take()
         progress = box.committed.with_marks(taken.marks, frontier)
