@@ -41,6 +41,7 @@ log = logging.getLogger("apiplus.processor")
 READY_POLL_SECONDS = 30.0  # no poll for this long: not ready
 # Delays before retrying a record (TransientError) and a whole batch transaction (abort).
 DEFAULT_BACKOFF = Backoff(first=0.4, cap=5.0)
+RESYNC_TIMEOUT_SECONDS = 30.0  # one attempt to take a partition on again after a Kafka failure
 
 
 class Handler(Protocol):
@@ -116,6 +117,7 @@ class _Owned:
 
     producer: TransactionalProducer
     state: PartitionState
+    resume_at: int = 0  # after a resync: the group's committed offset of the partition
 
 
 class TransactionalProcessor:
@@ -229,6 +231,18 @@ class TransactionalProcessor:
                     # Nothing was committed: the next owner starts again from the committed offset.
                     return
                 await self.clock.sleep(self.config.backoff.delay(attempt))
+                if isinstance(exc, TransientError):
+                    continue
+                # A Kafka failure can leave the producer unusable for good (aiokafka's sender dies on a
+                # connection dropped during a coordinator lookup, and every later transaction fails) and
+                # the batch's outcome unknown (the commit may have landed). Start over from what Kafka has.
+                resynced = await self._resync(tp)
+                if resynced is None:
+                    return
+                owned = resynced
+                records = [r for r in records if r.offset >= owned.resume_at]
+                if not records:
+                    return  # the failed transaction had committed after all
         for outcome, count in outcomes.items():
             self.metrics.record(outcome, count)
         self.metrics.batch_duration.observe(self.clock.monotonic() - started)
@@ -264,10 +278,13 @@ class TransactionalProcessor:
                 owned.state.commit()
             except ProducerFenced:
                 await self._fenced(tp, owned)
-            except (TransientError, KafkaError, OSError):
+            except (TransientError, KafkaError, OSError) as exc:
                 owned.state.rollback()
                 self.metrics.transaction_aborts.inc()
-                log.warning("tick aborted", extra={"topic": tp.topic, "partition": tp.partition})
+                log.warning("tick aborted", extra={"topic": tp.topic, "partition": tp.partition,
+                                                   "error": type(exc).__name__})
+                if not isinstance(exc, TransientError):
+                    await self._resync(tp)  # the producer may be unusable: see _process_batch
 
     async def _fenced(self, tp: Any, owned: _Owned) -> None:
         owned.state.rollback()
@@ -287,14 +304,45 @@ class TransactionalProcessor:
 
     async def _acquire(self, tp: Any) -> None:
         producer = self.clients.transactional_producer(f"{self.config.app}.{tp.topic}.{tp.partition}")
-        await producer.start()  # init_transactions: fences a zombie owner, aborts its open transaction
-        committed: dict[str, Any] = {}
-        if self.config.changelog_topic is not None:
-            committed = await load_table(self.clients, self.config.changelog_topic, tp.partition,
-                                         self.config.state_decode)
+        try:
+            await producer.start()  # init_transactions: fences a zombie owner, aborts its open transaction
+            committed: dict[str, Any] = {}
+            if self.config.changelog_topic is not None:
+                committed = await load_table(self.clients, self.config.changelog_topic, tp.partition,
+                                             self.config.state_decode)
+        except BaseException:
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+            raise
         self._owned[tp] = _Owned(producer, PartitionState(tp.partition, committed))
         log.info("partition assigned", extra={"topic": tp.topic, "partition": tp.partition,
                                               "state_keys": len(committed)})
+
+    async def _resync(self, tp: Any) -> _Owned | None:
+        """Take the partition on again as a new owner would, keeping the consumer's assignment: a new
+        producer (its init_transactions completes or aborts the transaction left in doubt), the state
+        from the changelog and the group's committed offset. None when the partition was given up."""
+        await self._release([tp])
+        while not self._stopping.is_set():
+            try:
+                # Bounded, so that a stop during a broker outage is not held up (TimeoutError is an OSError).
+                await asyncio.wait_for(self._acquire(tp), RESYNC_TIMEOUT_SECONDS)
+                committed = await asyncio.wait_for(self._require_consumer().committed(tp), RESYNC_TIMEOUT_SECONDS)
+            except ProducerFenced:
+                await self._release([tp])
+                return None
+            except (KafkaError, OSError) as exc:
+                await self._release([tp])
+                self.metrics.transaction_aborts.inc()
+                log.warning("partition resync failed; retrying",
+                            extra={"topic": tp.topic, "partition": tp.partition, "error": type(exc).__name__,
+                                   "detail": str(exc)[:200]})
+                await self.clock.sleep(self.config.backoff.cap)
+                continue
+            owned = self._owned[tp]
+            owned.resume_at = committed or 0
+            return owned
+        return None
 
     async def _release(self, partitions: Sequence[Any]) -> None:
         for tp in partitions:

@@ -21,8 +21,9 @@
 headers=) -> offset`, `records(topic, committed=True)` (read_committed view; False: everything
 written, aborted included), `committed(group, tp)`, `high_watermark(tp)`, `last_stable_offset(tp)`,
 `fail_next(op, error=None, times=1)` with op in send | begin | send_offsets | commit | init | fetch |
-commit_offsets (default error: `KafkaConnectionError`, which the loops retry; `Killed()`: the process
-dies there as with kill -9, its producer's transaction left open), `expel(consumer)` (a session timeout: the
+commit_offsets | committed (default error: `KafkaConnectionError`, which the loops retry; `Killed()`: the process
+dies there as with kill -9, its producer's transaction left open; `SenderDied()` at commit: the producer
+is unusable from then on, as aiokafka's is once its sender task died), `expel(consumer)` (a session timeout: the
 member keeps fetching, unaware — a zombie), `partitions(topic)`, `epochs`, `groups`.
 
 `FakeKafka(broker)` is the `apiplus.kafka.ClientFactory`: `group_consumer(group_id, max_poll_records=)`,
@@ -41,7 +42,7 @@ which aborts it and fences this one: its next call raises `ProducerFenced`).
 from __future__ import annotations
 
 from apiplus.harness.broker import FakeBroker
-from apiplus.harness.clients import Delivery, FakeConsumer, FakeKafka, FakeProducer, Killed
+from apiplus.harness.clients import Delivery, FakeConsumer, FakeKafka, FakeProducer, Killed, SenderDied
 from apiplus.harness.clock import DEFAULT_EPOCH, ClockStuck, ManualClock
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "Harness",
     "Killed",
     "ManualClock",
+    "SenderDied",
 ]
 
 

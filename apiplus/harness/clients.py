@@ -9,10 +9,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.errors import CommitFailedError, IllegalOperation, ProducerFenced
+from aiokafka.errors import CommitFailedError, IllegalOperation, KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
 from apiplus.harness.broker import FakeBroker, Transaction
+
+
+class SenderDied(KafkaError):  # type: ignore[misc]
+    """aiokafka's "Unexpected error during batch delivery": its sender task died (a connection dropped
+    during a coordinator lookup). The producer is then unusable for good: every later transaction fails
+    (aiokafka asserts on the state change FATAL_ERROR -> IN_TRANSACTION), as the fake's does."""
 
 
 class Killed(BaseException):
@@ -132,6 +138,12 @@ class FakeConsumer:
     async def position(self, partition: Any) -> int:
         return self._positions.get(partition, 0)
 
+    async def committed(self, partition: Any) -> int | None:
+        if self.group_id is None:
+            raise IllegalOperation("a reader has no group")
+        self.broker.check_fault("committed")
+        return self.broker.committed(self.group_id, TopicPartition(partition.topic, partition.partition))
+
     def highwater(self, partition: Any) -> int | None:
         return self.broker.high_watermark(partition)
 
@@ -174,6 +186,7 @@ class FakeProducer:
         self.epoch: int | None = None
         self.txn: Transaction | None = None
         self.stopped = False
+        self.broken = False
 
     async def start(self) -> None:
         if self.transactional_id is not None:
@@ -240,6 +253,10 @@ class FakeProducer:
         except Killed:
             self.crash()
             raise
+        except SenderDied:
+            self.broken = True  # the transaction stays open until a new producer with the id starts
+            self.txn = None
+            raise
         except BaseException:
             self.txn = None
             self.broker.end_transaction(txn, commit=False)
@@ -263,6 +280,8 @@ class FakeProducer:
         return tid is not None and self.broker.epochs.get(tid) != self.epoch
 
     def _check_usable(self) -> None:
+        if self.broken:
+            raise AssertionError("Invalid state transition TransactionState.FATAL_ERROR -> IN_TRANSACTION")
         if self.stopped:
             raise IllegalOperation("producer is stopped")
         if self._fenced():

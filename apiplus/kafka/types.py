@@ -53,6 +53,9 @@ class Consumer(Protocol):
 
     async def position(self, partition: Any) -> int: ...
 
+    async def committed(self, partition: Any) -> int | None:
+        """The group's committed offset of the partition, asked of the broker; None when none."""
+
     def highwater(self, partition: Any) -> int | None: ...
 
     def last_stable_offset(self, partition: Any) -> int | None: ...

@@ -27,6 +27,7 @@ from services.dispatch.commits import Commits
 from services.dispatch.progress import Mark, Progress
 
 log = logging.getLogger("apiplus.dispatch")
+RENEW_TIMEOUT_SECONDS = 30.0
 After = Callable[[], Awaitable[None]]
 
 
@@ -51,6 +52,7 @@ class Box:
     committed: Progress
     pending: Pending = field(default_factory=Pending)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one transaction at a time
+    stale: bool = False  # the producer's renewal failed (broker away): renew before the next transaction
 
     def take(self) -> Pending:
         taken, self.pending = self.pending, Pending()
@@ -105,6 +107,34 @@ class Outboxes:
                 with contextlib.suppress(KafkaError, OSError):
                     await box.producer.stop()
 
+    async def _renew(self, tp: Any, box: Box) -> Progress | None:
+        """After a failed transaction: a new producer (aiokafka's can be unusable for good once its sender
+        task died, e.g. on a connection dropped while the broker went down), whose init_transactions
+        completes or aborts the transaction left in doubt; then the partition's progress as committed.
+        None when that cannot be known now (the broker still away): the next flush fails and renews again."""
+        with contextlib.suppress(KafkaError, OSError):
+            await box.producer.stop()
+        producer = self.clients.transactional_producer(f"{self.app}.{tp.topic}.{tp.partition}")
+        box.producer = producer
+        try:
+            # Bounded, so that a stop during a broker outage is not held up (TimeoutError is an OSError).
+            await asyncio.wait_for(producer.start(), RENEW_TIMEOUT_SECONDS)
+            table = await asyncio.wait_for(
+                load_table(self.clients, self.progress_topic, self._progress_partition(tp), Progress.decode),
+                RENEW_TIMEOUT_SECONDS)
+        except ProducerFenced:
+            self.boxes.pop(tp, None)
+            return None
+        except (KafkaError, OSError) as exc:
+            box.stale = True
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+            log.warning("producer renewal failed; retried at the next flush",
+                        extra={"topic": tp.topic, "partition": tp.partition, "error": type(exc).__name__})
+            return None
+        box.stale = False
+        return table.get(self._key(tp))
+
     def _key(self, tp: Any) -> str:
         return f"{tp.topic}:{tp.partition}"
 
@@ -147,6 +177,10 @@ class Outboxes:
                 await self._transaction(tp, box)
 
     async def _transaction(self, tp: Any, box: Box) -> None:
+        if box.stale:
+            await self._renew(tp, box)
+            if box.stale or self.boxes.get(tp) is not box:
+                return  # still away (or fenced): the outbox waits for the next flush
         frontier = self.commits.position(tp)  # with `take`, one synchronous snapshot
         taken = box.take()
         progress = box.committed.with_marks(taken.marks, frontier)
@@ -164,8 +198,10 @@ class Outboxes:
             self.metrics.transaction_aborts.inc()
             log.warning("transaction aborted; retried at the next flush",
                         extra={"topic": tp.topic, "partition": tp.partition, "error": type(exc).__name__})
-            box.restore(taken)
-            return
+            if await self._renew(tp, box) != progress:
+                box.restore(taken)
+                return
+            # The transaction had committed after all (only its reply was lost): nothing to redo.
         except BaseException:  # cancelled mid-transaction: it aborts; a result doubled beats one lost
             box.restore(taken)
             raise

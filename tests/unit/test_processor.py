@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from apiplus.backoff import Backoff
 from apiplus.errors import ErrorCode, PermanentError, TransientError
-from apiplus.harness import Harness
+from apiplus.harness import Harness, SenderDied
 from apiplus.metrics import WorkerMetrics
 from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
 
@@ -150,14 +150,22 @@ async def test_a_batch_whose_retries_run_out_is_aborted_and_redone_without_dupli
     assert h.broker.committed(GROUP, P0) == 2
 
 
-async def test_a_failed_commit_aborts_the_batch_and_the_retry_writes_it_once() -> None:
+# SenderDied: aiokafka's sender task dies when a connection drops during a coordinator lookup (a broker
+# going down), and that producer fails every later transaction: the worker must not stop or stall on it.
+@pytest.mark.parametrize("error", [KafkaConnectionError("broker went away"),
+                                   SenderDied("Unexpected error during batch delivery")])
+async def test_a_failed_commit_aborts_the_batch_and_the_retry_writes_it_once(error: Exception) -> None:
     h = _harness()
     p = await _first_record_done(h)
     h.broker.produce(IN, b"b", key=b"k", partition=0)
-    h.broker.fail_next("commit", KafkaConnectionError("broker went away"))
+    h.broker.fail_next("commit", error)
     await h.clock.run(p.step())
     assert [o["count"] for o in _outputs(h)] == [1, 2]
     assert h.broker.committed(GROUP, P0) == h.broker.records(IN)[-1].offset + 1
+    h.broker.produce(IN, b"c", key=b"k", partition=0)
+    await h.clock.run(p.step())
+    assert [o["count"] for o in _outputs(h)] == [1, 2, 3]
+    assert p.partitions == [P0]
 
 
 async def test_bad_input_is_dead_lettered_in_the_same_transaction_and_the_rest_goes_on() -> None:
@@ -313,3 +321,34 @@ async def test_run_loops_until_stopped_and_releases_everything() -> None:
     assert p.partitions == []
     assert all(producer.stopped for producer in h.kafka.producers)
     assert h.broker.groups[GROUP].members == []
+
+
+async def test_a_batch_that_committed_before_its_error_is_not_written_again() -> None:
+    h = _harness()
+    p = await _first_record_done(h)
+    h.broker.produce(IN, b"b", key=b"k", partition=0)
+    await h.clock.run(p.step())
+    # The next transaction lands, then the producer fails (its reply lost): the group's offset says it is done.
+    h.broker.produce(IN, b"c", key=b"k", partition=0)
+    owned = p._owned[P0]
+    real_commit = owned.producer.commit_transaction
+
+    async def commit_then_fail() -> None:
+        await real_commit()
+        raise SenderDied("Unexpected error during batch delivery")
+
+    owned.producer.commit_transaction = commit_then_fail  # type: ignore[method-assign]
+    await h.clock.run(p.step())
+    assert [o["count"] for o in _outputs(h)] == [1, 2, 3]
+    assert h.broker.committed(GROUP, P0) == h.broker.records(IN)[-1].offset + 1
+
+
+async def test_a_tick_whose_producer_died_resyncs_the_partition() -> None:
+    h = _harness()
+    p = await _first_record_done(h, tick_interval=5.0)
+    h.broker.fail_next("commit", SenderDied("Unexpected error during batch delivery"))
+    await h.clock.advance(6.0)
+    await h.clock.run(p.step())
+    h.broker.produce(IN, b"b", key=b"k", partition=0)
+    await h.clock.run(p.step())
+    assert [o["count"] for o in _outputs(h)] == [1, 2]
