@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import orjson
@@ -15,8 +16,9 @@ from apiplus.decode import parse_object
 from apiplus.errors import ErrorCode, PermanentError
 from apiplus.kafka import ClientFactory, KafkaClientConfig, KafkaClients
 from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
-from apiplus.schemas import validate
+from apiplus.schemas import schema_dir, validate
 from services.billing.core import INPUT_TYPES, BillingRules, TenantState, apply, close_invoice, due_closing
+from services.billing.inputs import quick_check
 from services.billing.metrics import BillingMetrics
 from services.billing.pricing import Catalog
 from services.billing.settings import BillingSettings
@@ -24,13 +26,23 @@ from services.billing.settings import BillingSettings
 log = logging.getLogger("apiplus.billing")
 
 
+@cache
+def _quick_check(kind: str) -> Callable[[dict[str, Any]], bool] | None:
+    return quick_check(orjson.loads((schema_dir() / f"{kind}.json").read_bytes()))
+
+
 def parse_input(raw: bytes | None) -> dict[str, Any]:
-    """Decode and validate one lifecycle event against its schema."""
+    """Decode and validate one lifecycle event against its schema.
+
+    An event the schema's quick check accepts is valid; any other goes through the full validator,
+    which accepts it or raises the error naming the first offending field (see services.billing.inputs)."""
     event = parse_object(raw)
     kind = event.get("type")
     if kind not in INPUT_TYPES:
         raise PermanentError(ErrorCode.UNKNOWN_EVENT, f"unknown lifecycle event type {kind!r}", field="type")
-    validate(str(kind), event)
+    quick = _quick_check(kind)
+    if quick is None or not quick(event):
+        validate(kind, event)
     return event
 
 
