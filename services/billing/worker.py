@@ -69,9 +69,10 @@ class BillingHandler:
         # event; the batch's transaction encodes each changed tenant once.
         prior: TenantState | None = state.get(tenant_id)
         new, events = apply(prior, event, self.rules)
-        self.metrics.events_in(event["type"]).inc()
+        counts = self.metrics.counts
+        counts.events_in[event["type"]] += 1
         if new is prior:
-            self.metrics.duplicates.inc()
+            counts.duplicates += 1
         elif new is not None:
             state.put(tenant_id, new)
         return self._outputs(tenant_id, events)
@@ -103,12 +104,13 @@ class BillingHandler:
 
     def _outputs(self, tenant_id: str, events: list[dict[str, Any]]) -> list[Output]:
         key = tenant_id.encode()
+        counts = self.metrics.counts
         for event in events:
-            self.metrics.events_out(event["type"]).inc()
+            counts.events_out[event["type"]] += 1
             if event["type"] == "channel.charged":
-                self.metrics.charged_cents.inc(event["amount_cents"])
+                counts.charged_cents += event["amount_cents"]
             elif event["type"] == "invoice.closed":
-                self.metrics.invoiced_cents.inc(event["total_cents"])
+                counts.invoiced_cents += event["total_cents"]
                 self.metrics.last_close_timestamp.set_to_current_time()
         return [Output(self.settings.output_topic, orjson.dumps(e), key=key) for e in events]
 

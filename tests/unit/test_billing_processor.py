@@ -26,10 +26,10 @@ def _harness() -> Harness:
     return h
 
 
-def _billing(h: Harness, **settings: Any) -> TransactionalProcessor:
+def _billing(h: Harness, registry: CollectorRegistry | None = None, **settings: Any) -> TransactionalProcessor:
     config = BillingSettings(kafka_bootstrap="unused:9092", redis_url="redis://unused", input_topic=IN,
                              output_topic=OUT, state_topic=STATE, tick_seconds=60, **settings)
-    return build(config, CollectorRegistry(), clients=h.kafka, clock=h.clock)
+    return build(config, registry or CollectorRegistry(), clients=h.kafka, clock=h.clock)
 
 
 def _send(h: Harness, event: dict[str, Any]) -> None:
@@ -75,6 +75,24 @@ async def test_one_charge_per_paid_activation_across_redelivery_and_restart() ->
     _send(h, _activation("acme", "c1", "a1"))  # redelivered after a restart
     await _run_once(_billing(h, due_day_timer=False))
     assert [c["channel_id"] for c in _out(h, "channel.charged")] == ["c1"]
+
+
+async def test_the_event_counters_count_inputs_outputs_cents_and_duplicates() -> None:
+    h = _harness()
+    for event in (_tenant("acme"), _activation("acme", "free", "a0"), _activation("acme", "c1", "a1"),
+                  _activation("acme", "c1", "a1")):
+        _send(h, event)
+    registry = CollectorRegistry()
+    await _run_once(_billing(h, registry, due_day_timer=False))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(f"apiplus_billing_{name}_total", labels)
+
+    assert value("input_events", type="tenant.updated") == 1
+    assert value("input_events", type="channel.activated") == 3
+    assert value("events", type="channel.charged") == 1
+    assert value("events", type="activation.rejected") is None  # a type never written has no series
+    assert (value("charged_cents"), value("invoiced_cents"), value("duplicates")) == (500, 0, 1)
 
 
 async def test_a_crash_mid_transaction_neither_loses_nor_doubles_a_charge() -> None:
