@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -106,6 +107,7 @@ def due_date(year: int, month: int, due_day: int) -> date:
     return date(year, month, min(due_day, calendar.monthrange(year, month)[1]))
 
 
+@lru_cache(maxsize=4096)  # asked once per paid activation; activations of a day share few (date, due day) pairs
 def next_due_date(today: date, due_day: int) -> date:
     this_month = due_date(today.year, today.month, due_day)
     if this_month >= today:
