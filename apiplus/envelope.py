@@ -12,21 +12,21 @@ ID_NAMESPACE = uuid.UUID("0b7c3f52-8a4e-5d1e-9f0a-6a7069706c75")
 ENVELOPE_FIELDS = ("event_id", "type", "schema_version", "occurred_at", "producer")
 
 
-_NAMESPACE_BYTES = ID_NAMESPACE.bytes
+_NAMESPACE_SHA1 = hashlib.sha1(ID_NAMESPACE.bytes, usedforsecurity=False)  # copied, then fed each id's text
+_VARIANT = "89ab" * 4  # the hex digit of byte 8's high nibble with the RFC 4122 variant bits (10xx) set
 
 
 def deterministic_id(*parts: object) -> str:
     """A stable id from source ids (a uuid5); `None` parts are kept distinct from empty strings.
 
-    Computed directly from the SHA-1 digest: the same value as uuid.uuid5, without building
-    UUID objects on the hot path.
+    Computed directly from the SHA-1 digest's hex: the same value as uuid.uuid5 (version nibble 5,
+    variant bits 10), without building UUID objects or byte arrays on the hot path.
     """
-    text = "\x1f".join("\x00" if p is None else str(p) for p in parts)
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + text.encode(), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    text = "\x1f".join(["\x00" if p is None else str(p) for p in parts])
+    sha1 = _NAMESPACE_SHA1.copy()
+    sha1.update(text.encode())
+    h = sha1.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:32]}"
 
 
 def rfc3339(moment: datetime) -> str:

@@ -33,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench import data, ingress
 from bench.peers import COMMANDS as PEER_COMMANDS
 from chaos.stack import publish
+from services.billing.settings import BillingSettings
 from services.dispatch.core import Channel, parse_command, render_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,10 @@ CHANNELS = 10_000
 INGEST_N = int(200_000 * SCALE)
 BILLING_TENANTS = int(10_000 * SCALE)
 BILLING_PER_TENANT = 10
+# Records per poll of billing and of its baseline: the same, so that the ratio compares per-record work on
+# equal terms (a pass-through also gains from larger polls; see docs/benchmarks.md). ingest and its
+# baseline both poll the processor's default of 500.
+BILLING_POLL = int(os.environ.get("BENCH_BILLING_POLL", BillingSettings.model_fields["max_batch"].default))
 DISPATCH_N = int(100_000 * SCALE)
 CONCURRENCY = 64
 LATENCY_SECONDS = 20.0
@@ -208,14 +213,15 @@ async def watch_outputs(
 
 
 # --- scenarios ------------------------------------------------------------------------------------
-async def bench_passthrough(kind: str, source: str, n: int, logs: Path) -> Measurement:
+async def bench_passthrough(kind: str, source: str, n: int, logs: Path, poll: int = 500) -> Measurement:
+    """A pass-through of `source`; the aiokafka baseline polls `poll` records at a time, like its worker."""
     run = uuid.uuid4().hex[:8]
     sink = f"bench.{kind}.{run}.out"
     await create_topics([sink])
     group = f"bench-{kind}-{run}"
     env: dict[str, str] = {}
     if kind == "baseline":
-        argv = [sys.executable, "-m", "bench.baseline", BOOTSTRAP, source, sink, group]
+        argv = [sys.executable, "-m", "bench.baseline", BOOTSTRAP, source, sink, group, str(poll)]
     elif kind in PEER_COMMANDS:
         argv = [sys.executable, "-m", *PEER_COMMANDS[kind], BOOTSTRAP, source, sink, group]
     else:
@@ -259,7 +265,7 @@ async def bench_billing(source: str, n: int, logs: Path, instances: int = 1) -> 
     env = worker_env("billing", {
         "APIPLUS_BILLING_INPUT_TOPIC": source, "APIPLUS_BILLING_OUTPUT_TOPIC": out,
         "APIPLUS_BILLING_STATE_TOPIC": state, "APIPLUS_BILLING_GROUP_ID": f"bench-billing-{run}",
-        "APIPLUS_BILLING_DUE_DAY_TIMER": "false",
+        "APIPLUS_BILLING_DUE_DAY_TIMER": "false", "APIPLUS_BILLING_MAX_BATCH": str(BILLING_POLL),
     })
     charges = BILLING_TENANTS * (BILLING_PER_TENANT - 2)  # the first activation of a tenant is its free channel
     procs = spawn_workers(instances, [*profiled("billing", logs), "-m", "services.cli", "billing", "run"], env, logs,
@@ -487,7 +493,8 @@ async def main() -> int:
             if "scale" in ONLY:
                 results[f"ingest_x{SCALE_OUT}"].append(await bench_ingest(ingest_src, logs, SCALE_OUT))
         if "billing" in ONLY:
-            results["baseline_billing"].append(await bench_passthrough("baseline", billing_src, billing_n, logs))
+            results["baseline_billing"].append(
+                await bench_passthrough("baseline", billing_src, billing_n, logs, poll=BILLING_POLL))
             results["billing"].append(await bench_billing(billing_src, billing_n, logs))
             if "scale" in ONLY:
                 results[f"billing_x{SCALE_OUT}"].append(await bench_billing(billing_src, billing_n, logs, SCALE_OUT))
@@ -526,6 +533,8 @@ async def main() -> int:
     projection = client_projection(cpu)
     report = {"scale": SCALE, "runs": RUNS, "sizes": {"ingest": INGEST_N, "billing": billing_n, "dispatch": DISPATCH_N,
                                                       "channels": CHANNELS},
+              "poll_records": {"baseline_ingest": 500, "ingest": 500, "baseline_billing": BILLING_POLL,
+                               "billing": BILLING_POLL},
               "rates_per_second": rates, "cpu_us_per_input": cpu_summary,
               "machine_busy_pct": machine, "ratios": ratios,
               "client_projection": projection, "latency_at_half_load": latency, "rss_mb": rss,

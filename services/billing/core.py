@@ -7,8 +7,9 @@ No clock and no I/O: every time comes from the events themselves, so the worker 
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -64,14 +65,24 @@ class TenantState:
         )
 
     def but(self, **changes: Any) -> TenantState:
-        """A copy with `changes`: `dataclasses.replace` without its per-call look-up of the fields, which
-        showed in the worker's profile (two copies per activation). Values are never changed in place
-        (the worker's table and an aborted batch's rollback rely on it): every change is a new copy."""
-        return TenantState(**{**self.__dict__, **changes})
+        """A copy with `changes`. Values are never changed in place (the worker's table and an aborted
+        batch's rollback rely on it): every change is a new copy, one per applied event.
+
+        Copies the instance's fields directly rather than through the frozen dataclass's `__init__`
+        (seven guarded `object.__setattr__` calls): 3.3 -> 0.6 µs, and `apply` copies once per event."""
+        unknown = changes.keys() - _STATE_FIELDS
+        if unknown:
+            raise TypeError(f"TenantState has no field {sorted(unknown)[0]!r}")
+        new = object.__new__(TenantState)
+        fields = new.__dict__
+        fields.update(self.__dict__)
+        fields.update(changes)
+        return new
 
     def encode(self) -> bytes:
-        """The changelog value (`to_dict` as JSON)."""
-        return orjson.dumps(self.to_dict())
+        """The changelog value: `to_dict` as JSON, written by orjson straight from the dataclass (its
+        fields in declaration order, the `seen` tuple as a list), without building the dict first."""
+        return orjson.dumps(self)
 
     @classmethod
     def decode(cls, raw: bytes) -> TenantState:
@@ -89,13 +100,16 @@ class TenantState:
         return max(0, len(self.active) - self.free_channels)
 
 
+_STATE_FIELDS = frozenset(f.name for f in fields(TenantState))
+
+
 def due_date(year: int, month: int, due_day: int) -> date:
     """The due date in a month; a day past the month's end falls on its last day (31 -> 28 Feb)."""
     return date(year, month, min(due_day, calendar.monthrange(year, month)[1]))
 
 
-def next_due_date(moment: datetime, due_day: int) -> date:
-    today = moment.date()
+@lru_cache(maxsize=4096)  # asked once per paid activation; activations of a day share few (date, due day) pairs
+def next_due_date(today: date, due_day: int) -> date:
     this_month = due_date(today.year, today.month, due_day)
     if this_month >= today:
         return this_month
@@ -108,58 +122,56 @@ def apply(
 ) -> tuple[TenantState | None, list[dict[str, Any]]]:
     """Apply one validated input event. Redelivery of a seen event id changes nothing."""
     kind = event["type"]
-    tenant_id = event["tenant_id"]
-    if state is not None and event["event_id"] in state.seen:
+    event_id = event["event_id"]
+    if state is not None and event_id in state.seen:
         return state, []
-    current = state or TenantState(tenant_id=tenant_id)
+    current = state or TenantState(tenant_id=event["tenant_id"])
     out: list[dict[str, Any]] = []
+    # Each handler returns the fields it changes; the copy that also remembers the event id is the one
+    # copy of the state this event makes.
+    changes: dict[str, Any]
     if kind == "tenant.updated":
-        new = _tenant_updated(current, event)
+        changes = _tenant_updated(current, event)
     elif kind == "channel.activated":
-        new, out = _activated(current, state is None or current.plan is None, event, rules)
+        changes, out = _activated(current, state is None or current.plan is None, event, rules)
     elif kind == "channel.deactivated":
-        new = _deactivated(current, event)
+        changes = _deactivated(current, event)
     elif kind == "invoice.closing":
         if current.plan is None:
             raise PermanentError(
                 ErrorCode.INVALID_VALUE, "invoice.closing for a tenant never seen in tenant.updated", field="tenant_id"
             )
         moment = parse_rfc3339(event["occurred_at"])
-        new, out = close_invoice(current, event["invoice_id"], moment, rules, "upstream")
+        closed, out = close_invoice(current, event["invoice_id"], moment, rules, "upstream")
+        changes = {"closed": closed.closed}
     else:
         raise PermanentError(ErrorCode.UNKNOWN_EVENT, f"billing does not handle events of type {kind!r}", "type")
-    return _remember(new, event["event_id"], rules), out
+    return current.but(seen=(*current.seen, event_id)[-rules.seen_window :], **changes), out
 
 
-def _remember(state: TenantState, event_id: str, rules: BillingRules) -> TenantState:
-    return state.but(seen=(*state.seen, event_id)[-rules.seen_window :])
-
-
-def _tenant_updated(state: TenantState, event: dict[str, Any]) -> TenantState:
-    return state.but(
-        plan=event["plan"],
-        due_day=int(event["invoice_due_day"]),
-        created_at=state.created_at or event["occurred_at"],
-    )
+def _tenant_updated(state: TenantState, event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "plan": event["plan"],
+        "due_day": int(event["invoice_due_day"]),
+        "created_at": state.created_at or event["occurred_at"],
+    }
 
 
 def _activated(
     state: TenantState, unknown: bool, event: dict[str, Any], rules: BillingRules
-) -> tuple[TenantState, list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     channel_id = event["channel_id"]
     if unknown or not state.premium:
-        return state, [_rejected(state, event, "unknown_tenant" if unknown else "premium_required")]
+        return {}, [_rejected(state, event, "unknown_tenant" if unknown else "premium_required")]
     if channel_id in state.active:
-        return state, []  # already active: activating twice adds no channel and no charge
-    uses_free_channel = len(state.active) < state.free_channels
-    new = state.but(active={**state.active, channel_id: event["occurred_at"]})
-    if uses_free_channel:
-        return new, []
+        return {}, []  # already active: activating twice adds no channel and no charge
+    if len(state.active) < state.free_channels:
+        return {"active": {**state.active, channel_id: event["occurred_at"]}}, []  # the free channel
     out = [_charged(state, event, rules)]
-    notice = _purchase_notice(new, event, rules)
+    notice = _purchase_notice(state, event, rules)
     if notice is not None:
         out.append(notice)
-    return new, out
+    return {"active": {**state.active, channel_id: event["occurred_at"]}}, out
 
 
 def _caused_by(kind: str, tenant_id: str, event: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -191,19 +203,22 @@ def _charged(state: TenantState, event: dict[str, Any], rules: BillingRules) -> 
     )
 
 
-def _purchase_notice(new: TenantState, event: dict[str, Any], rules: BillingRules) -> dict[str, Any] | None:
-    """A paid activation close to the due date is charged now and again on the invoice: say so."""
-    moment = parse_rfc3339(event["occurred_at"])
-    due = next_due_date(moment, new.due_day)
-    days_before = (due - moment.date()).days
+def _purchase_notice(prior: TenantState, event: dict[str, Any], rules: BillingRules) -> dict[str, Any] | None:
+    """A paid activation close to the due date is charged now and again on the invoice: say so.
+    `prior` is the tenant before this activation, which adds one paid channel."""
+    # occurred_at is validated as UTC (`...Z`), so its first ten characters are the UTC date: no need
+    # to parse the whole timestamp for every paid activation.
+    today = date.fromisoformat(event["occurred_at"][:10])
+    due = next_due_date(today, prior.due_day)
+    days_before = (due - today).days
     if days_before > rules.notice_days:
         return None
     return _caused_by(
-        "purchase.notice", new.tenant_id, event,
+        "purchase.notice", prior.tenant_id, event,
         days_before_due=days_before,
         due_date=due.isoformat(),
         charged_now_cents=rules.catalog.single_cents,
-        next_invoice_cents=quote(rules.catalog, new.paid_channels()).total_cents,
+        next_invoice_cents=quote(rules.catalog, prior.paid_channels() + 1).total_cents,
         currency=rules.catalog.currency,
         message=(
             f"This channel is charged now and again on the invoice due {due.isoformat()} "
@@ -212,10 +227,10 @@ def _purchase_notice(new: TenantState, event: dict[str, Any], rules: BillingRule
     )
 
 
-def _deactivated(state: TenantState, event: dict[str, Any]) -> TenantState:
+def _deactivated(state: TenantState, event: dict[str, Any]) -> dict[str, Any]:
     if event["channel_id"] not in state.active:
-        return state
-    return state.but(active={k: v for k, v in state.active.items() if k != event["channel_id"]})
+        return {}
+    return {"active": {k: v for k, v in state.active.items() if k != event["channel_id"]}}
 
 
 def close_invoice(
