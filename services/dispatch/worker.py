@@ -55,6 +55,7 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.registry = self._table(settings.registry_topic, "registry", accept=_valid_channel)
+        self._channels: dict[str, tuple[dict[str, Any], Channel]] = {}  # channel id -> (registry row, Channel)
         self.health = self._table(settings.health_topic, "health")
         self.commits = Commits()
         self.records = SendRecords(store)
@@ -107,8 +108,18 @@ class Dispatcher:
                         policy=policy, max_in_flight=s.max_in_flight, loop=self.loop)
 
     def _channel(self, channel_id: str) -> Channel | None:
+        """The registry row as a Channel, built once per row: every queued job of a channel shares it
+        (a Channel is frozen; a new row from the registry topic is a new object, so it is rebuilt)."""
         row = self.registry.get(channel_id)
-        return Channel.from_dict(row) if row is not None else None
+        if row is None:
+            self._channels.pop(channel_id, None)
+            return None
+        cached = self._channels.get(channel_id)
+        if cached is not None and cached[0] is row:
+            return cached[1]
+        channel = Channel.from_dict(row)
+        self._channels[channel_id] = (row, channel)
+        return channel
 
     def _pacing(self, channel: Channel) -> PacingRule:
         return self.client.providers[channel.provider].pacing(channel.pacing, self.settings.pacing_defaults)

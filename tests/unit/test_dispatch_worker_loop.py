@@ -267,3 +267,21 @@ async def test_a_zombie_that_missed_the_rebalance_is_fenced_and_writes_nothing()
     seen = Counter((r["command_id"], r["state"]) for r in w.out("results"))
     assert seen == Counter({(f"ok-{i}", s): 1 for i in range(10) for s in ("queued", "sent")})
     assert w.committed() == w.ends()
+
+
+async def test_a_registry_change_reaches_the_next_command_although_channels_are_built_once_per_row() -> None:
+    w = World()
+    w.channel("a")
+    d = await w.started()
+    w.command("first", "a")
+    w.command("second", "a")
+    await w.run_for(d, 2)
+    assert d._channel("a") is d._channel("a")  # one Channel per registry row, shared by its jobs
+    w.channel("a", status="inactive")  # the registry says otherwise: a new row
+    await w.run_for(d, 1)
+    w.command("after", "a")
+    await w.run_for(d, 2)
+    await w.closed(d)
+    assert sorted(w.provider.calls) == ["first", "second"]
+    assert w.terminal()[("after", "rejected")] == 1
+    assert d._channel("b") is None
