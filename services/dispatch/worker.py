@@ -69,6 +69,7 @@ class Dispatcher:
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._last_poll: float | None = None
+        self._held = 0  # commands held in lanes at the last gauge export (backpressure)
         self._tables: list[asyncio.Task[None]] = []
         self.outputs = Outputs(self.outboxes, results_topic=settings.results_topic,
                                retry_topic=settings.retry_topic, dead_letters=self._dead_letters(),
@@ -214,8 +215,12 @@ class Dispatcher:
         return True
 
     def _apply_backpressure(self, consumer: Consumer) -> None:
+        """Pause fetching while the lanes hold enough: max_buffered commands in all, or max_buffered_sendable
+        that are not held (held ones, counted at the last gauge export, wait for their channel, not for us)."""
         assigned = list(consumer.assignment())
-        if self.lanes.buffered >= self.settings.max_buffered:
+        buffered = self.lanes.buffered
+        if (buffered >= self.settings.max_buffered
+                or buffered - self._held >= self.settings.max_buffered_sendable):
             consumer.pause(*assigned)
         elif consumer.paused():
             consumer.resume(*assigned)
@@ -237,6 +242,7 @@ class Dispatcher:
     async def _export_gauges(self, consumer: Consumer) -> None:
         self.lanes.forget_idle_pacers()
         queued, held, paced = self.lanes.counts()
+        self._held = held
         self.metrics.held.set(held)
         self.metrics.queued.set(queued)
         self.metrics.paced.set(paced)
