@@ -216,13 +216,14 @@ class Dispatcher:
 
     def _apply_backpressure(self, consumer: Consumer) -> None:
         """Pause fetching while the lanes hold enough: max_buffered commands in all, or max_buffered_sendable
-        that are not held (held ones, counted at the last gauge export, wait for their channel, not for us)."""
+        that are not held (held ones, counted at the last gauge export, wait for their channel, not for us).
+        Resume once the sendable ones are down to half, so that intake reads whole polls, not a trickle."""
         assigned = list(consumer.assignment())
         buffered = self.lanes.buffered
-        if (buffered >= self.settings.max_buffered
-                or buffered - self._held >= self.settings.max_buffered_sendable):
+        sendable = buffered - self._held
+        if buffered >= self.settings.max_buffered or sendable >= self.settings.max_buffered_sendable:
             consumer.pause(*assigned)
-        elif consumer.paused():
+        elif consumer.paused() and sendable <= self.settings.max_buffered_sendable // 2:
             consumer.resume(*assigned)
 
     # --- offsets and rebalance ------------------------------------------------------------------
