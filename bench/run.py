@@ -42,6 +42,7 @@ REDIS = os.environ.get("APIPLUS_REDIS_URL", "redis://127.0.0.1:24379/0")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
 ONLY = {part for part in os.environ.get("BENCH_ONLY", "ingest,billing,dispatch,ingress,peers,scale").split(",") if part}
+WORKERS = ("ingest", "dispatch", "billing")
 SCALE_OUT = 2  # instances of each worker in the scale-out scenarios
 PARTITIONS = 6
 CHANNELS = 10_000
@@ -72,16 +73,58 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (a worker started with APIPLUS_DISPATCH_PROCESSES=N is a supervisor
+    whose children do the work)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                queue.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def worker_rss_mb(procs: Sequence[subprocess.Popen[bytes]]) -> float:
+    """The largest RSS of any process under test, children included: the per-worker figure of issue 14."""
+    return max((rss_mb(pid) for proc in procs for pid in process_tree(proc.pid)), default=0.0)
+
+
 def cpu_seconds(procs: Sequence[subprocess.Popen[bytes]]) -> float:
-    """User + system CPU of the processes so far, all their threads included (librdkafka's too)."""
+    """User + system CPU of the processes so far, their children and all their threads included
+    (librdkafka's too)."""
     total = 0
-    for proc in procs:
+    for pid in (pid for proc in procs for pid in process_tree(proc.pid)):
         try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
         except (OSError, IndexError, ValueError):
             pass
     return total / os.sysconf("SC_CLK_TCK")
+
+
+class RssTrack:
+    """The per-worker RSS (worker_rss_mb) sampled while a scenario runs: its peak and its course."""
+
+    EVERY = 0.25  # seconds between samples
+
+    def __init__(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
+        self.procs = procs
+        self.started = time.perf_counter()
+        self.last = -math.inf
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
+
+    def sample(self, force: bool = False) -> float:
+        now = time.perf_counter()
+        if force or now - self.last >= self.EVERY:
+            self.last = now
+            self.samples.append((round(now - self.started, 2), round(worker_rss_mb(self.procs), 1)))
+        return self.samples[-1][1] if self.samples else 0.0
+
+    @property
+    def peak(self) -> float:
+        return max((mb for _, mb in self.samples), default=0.0)
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -105,6 +148,7 @@ class Measurement:
     # CPU of the process(es) under test per input between 10% and 90%: the cost that a CPU-bound
     # worker's throughput follows, less sensitive than the rate to what else the machine is doing.
     cpu_us_per_input: float = float("nan")
+    rss_over_time: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB), see RssTrack
     # How busy the whole machine was meanwhile (broker, Redis, harness and anything else included):
     # near 100, the cores are the limit, not the process under test.
     machine_busy_pct: float = float("nan")
@@ -174,7 +218,7 @@ async def watch_outputs(
 ) -> Measurement:
     """Time the outputs of `procs` on `topic`; the rate is in inputs per second between 10% and 90%.
 
-    With several instances the rate is their combined rate; RSS is the largest instance's.
+    With several instances the rate is their combined rate and CPU their sum; RSS is the largest instance's.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest",
                                 isolation_level="read_committed", enable_auto_commit=False,
@@ -185,9 +229,8 @@ async def watch_outputs(
     t10 = t90 = None
     cpu10 = cpu90 = 0.0
     machine10 = machine90 = (0.0, 0.0)
-    peak = 0.0
+    rss = RssTrack(procs)
     deadline = time.monotonic() + TIMEOUT
-    last_sample = 0.0
     try:
         while seen < expected and time.monotonic() < deadline:
             check_running(procs)
@@ -199,16 +242,14 @@ async def watch_outputs(
                 t10, cpu10, machine10 = now, cpu_seconds(procs), machine_cpu()
             if t90 is None and seen >= 0.9 * expected:
                 t90, cpu90, machine90 = now, cpu_seconds(procs), machine_cpu()
-            if now - last_sample > 0.25:
-                peak = max(peak, *(rss_mb(p.pid) for p in procs))
-                last_sample = now
+            rss.sample()
     finally:
         await consumer.stop()
     if t10 is None or t90 is None or seen < expected:
         raise RuntimeError(f"only {seen} of {expected} outputs on {topic}")
-    final = max(rss_mb(p.pid) for p in procs)
-    return Measurement(rate=0.8 * inputs / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final,
-                       cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * inputs),
+    final = rss.sample(force=True)
+    return Measurement(rate=0.8 * inputs / (t90 - t10), peak_rss_mb=rss.peak, final_rss_mb=final,
+                       cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * inputs), rss_over_time=rss.samples,
                        machine_busy_pct=busy_pct(machine10, machine90))
 
 
@@ -318,7 +359,7 @@ async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, ta
     t10 = t90 = None
     cpu10 = cpu90 = 0.0
     machine10 = machine90 = (0.0, 0.0)
-    peak = 0.0
+    rss = RssTrack(procs)
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         check_running(procs)
@@ -328,15 +369,15 @@ async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, ta
             t10, cpu10, machine10 = now, cpu_seconds(procs), machine_cpu()
         if t90 is None and sent >= 0.9 * target:
             t90, cpu90, machine90 = now, cpu_seconds(procs), machine_cpu()
-        peak = max(peak, *(rss_mb(p.pid) for p in procs))
+        rss.sample()
         if sent >= target:
             break
         await asyncio.sleep(0.05)
     if t10 is None or t90 is None:
         raise RuntimeError("dispatch did not finish")
-    final = max(rss_mb(p.pid) for p in procs)
-    return Measurement(rate=0.8 * target / (t90 - t10), peak_rss_mb=max(peak, final), final_rss_mb=final,
-                       cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * target),
+    final = rss.sample(force=True)
+    return Measurement(rate=0.8 * target / (t90 - t10), peak_rss_mb=rss.peak, final_rss_mb=final,
+                       cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * target), rss_over_time=rss.samples,
                        machine_busy_pct=busy_pct(machine10, machine90))
 
 
@@ -460,6 +501,15 @@ def client_projection(cpu: dict[str, float]) -> dict[str, float]:
             for worker, stages in TRANSACTIONAL_STAGES.items() if worker in cpu}
 
 
+def course(samples: Sequence[tuple[float, float]], points: int = 12) -> str:
+    """A few (seconds, MB) samples spread over the run, for the printed summary."""
+    if not samples:
+        return "-"
+    step = max(1, math.ceil(len(samples) / points))
+    picked = [*samples[::step], *([samples[-1]] if (len(samples) - 1) % step else [])]
+    return " ".join(f"{t:.0f}s:{mb:.0f}" for t, mb in picked) + " MB"
+
+
 def summary(values: list[float]) -> dict[str, float]:
     med = statistics.median(values)
     return {"median": med, "min": min(values), "max": max(values),
@@ -515,9 +565,13 @@ async def main() -> int:
         half = rates["dispatch"]["median"] / 2
         say(f"latency at half the dispatch maximum ({half:,.0f} commands/s)")
         latency = await bench_latency(half, logs)
-    rss = {name: {"peak_mb": max(m.peak_rss_mb for m in results[name]),
-                  "holding_10k_mb": statistics.median(m.final_rss_mb for m in results[name])}
-           for name in ("ingest", "dispatch", "billing") if results[name]}
+    # Per worker process (children of APIPLUS_DISPATCH_PROCESSES included, each on its own); "holding 10k":
+    # once every output is out, the worker still holding its 10 000 channels' (tenants') state.
+    rss: dict[str, dict[str, Any]] = {
+        name: {"peak_mb": max(m.peak_rss_mb for m in results[name]),
+               "holding_10k_mb": statistics.median(m.final_rss_mb for m in results[name]),
+               "over_time_first_run": results[name][0].rss_over_time}
+        for name in (*WORKERS, *(f"{s}_x{SCALE_OUT}" for s in WORKERS)) if results[name]}
     pairs_main = ("ingest_vs_baseline", "billing_vs_baseline", "dispatch_vs_http")
     pairs = {"ingest_vs_baseline": ("ingest", "baseline_ingest"),
              "faust_vs_baseline": ("faust_ingest", "baseline_ingest"),
@@ -557,8 +611,9 @@ async def main() -> int:
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, "
           f"p99.9 {latency.get('p999_ms', nan):.1f} ms")
     for name, m in rss.items():
-        print(f"{name:<10} peak RSS {m['peak_mb']:.0f} MB, holding 10k channels {m['holding_10k_mb']:.0f} MB")
-    max_rss = max((m["peak_mb"] for m in rss.values()), default=nan)
+        print(f"{name:<10} peak RSS {m['peak_mb']:.0f} MB, holding 10k channels {m['holding_10k_mb']:.0f} MB; "
+              f"RSS over the first run: {course(m['over_time_first_run'])}")
+    max_rss = max((m["peak_mb"] for name, m in rss.items() if name in WORKERS), default=nan)
     print(f"bench: ingest {ratios['ingest_vs_baseline']:.2f}x baseline, "
           f"dispatch {ratios['dispatch_vs_http']:.2f}x http, "
           f"billing {ratios['billing_vs_baseline']:.2f}x baseline, p99 {latency['p99_ms']:.0f} ms, "

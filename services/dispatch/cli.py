@@ -24,7 +24,7 @@ from apiplus.kafka import KafkaClientConfig, KafkaClients
 from apiplus.offline import run_jsonl
 from apiplus.runtime import serve
 from apiplus.settings import load_settings
-from services.dispatch import providers
+from services.dispatch import memtrace, providers
 from services.dispatch.core import Channel, parse_command, render_command
 from services.dispatch.loopstore import LoopSettings, LoopStore
 from services.dispatch.metrics import DispatchMetrics
@@ -63,6 +63,7 @@ def _run(_: argparse.Namespace) -> int:
     if settings.processes > 1:
         return supervise(settings.processes, settings.http_port)
     setup_logging("dispatch", settings.log_level, settings.kafka_log_level)
+    memtrace.from_env()  # opt-in allocation snapshots (APIPLUS_DISPATCH_TRACEMALLOC)
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
     redis = redisio.connect(settings.redis_url.get_secret_value())

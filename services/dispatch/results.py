@@ -27,6 +27,14 @@ NOT_BEFORE_HEADER = "x-apiplus-not-before"
 PROGRESS = {ResultState.QUEUED: Mark.QUEUED, ResultState.HELD: Mark.HELD}
 
 
+def encode(value: Any) -> bytes:
+    """JSON bytes of their own size. orjson (3.12 on) returns its bytes in the buffer it wrote them into, at
+    least 4 KiB and never shrunk; an output waits in its outbox for up to a commit interval and a
+    transaction, thousands at a time in a burst, so each would hold 4 KiB for a ~300-byte result
+    (docs/bench-notes/s3-dispatch-rss.md). The copy costs well under a microsecond."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 def result_event(command_id: str, channel_id: str, state: ResultState, now: float, *,
                  message_id: str | None = None, error: Failure | None = None,
                  resolved_by: str | None = None) -> dict[str, Any]:
@@ -56,7 +64,7 @@ class Outputs:
         self.metrics.results(str(state)).inc()
         event = result_event(command_id, channel_id, state, self.clock.time(), message_id=message_id, error=error,
                              resolved_by=resolved_by)
-        return Output(self.results_topic, orjson.dumps(event), key=channel_id.encode())
+        return Output(self.results_topic, encode(event), key=channel_id.encode())
 
     def dead_letter(self, source: Source, error: PermanentError, *, stage: str = INTAKE) -> Output:
         return self.dead_letters[stage].output(source, error)
@@ -67,7 +75,7 @@ class Outputs:
         body.pop("token", None)
         headers = [(RETRY_HEADER, str(retry_round).encode()),
                    (NOT_BEFORE_HEADER, str(self.clock.time() + delay).encode())]
-        return Output(self.retry_topic, orjson.dumps(body), key=channel_id.encode(), headers=headers)
+        return Output(self.retry_topic, encode(body), key=channel_id.encode(), headers=headers)
 
     def committed(self, tp: Any, offset: int) -> Mark:
         """How far the command at `offset` got in committed transactions (before a restart, say)."""

@@ -31,7 +31,10 @@ class DispatchSettings(WorkerSettings):
     idempotent_providers: str = "simulator"
     http_timeout_seconds: float = Field(10.0, gt=0)
     max_in_flight: int = Field(64, ge=1)
-    max_buffered: int = Field(50_000, ge=100)
+    max_buffered: int = Field(50_000, ge=100)  # commands in lanes, held ones included: intake pauses above
+    # ... and above this many that are not held (a burst is read about as fast as it is sent, not all at
+    # once: each queued command costs memory; docs/bench-notes/s3-dispatch-rss.md)
+    max_buffered_sendable: int = Field(5_000, ge=100)
     # Pacing (anti-ban). Per-channel overrides come from the registry's `pacing` block.
     pacing_enabled: bool = True
     min_gap_ms: int = Field(4000, ge=0)

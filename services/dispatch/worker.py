@@ -55,6 +55,7 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.registry = self._table(settings.registry_topic, "registry", accept=_valid_channel)
+        self._channels: dict[str, tuple[dict[str, Any], Channel]] = {}  # channel id -> (registry row, Channel)
         self.health = self._table(settings.health_topic, "health")
         self.commits = Commits()
         self.records = SendRecords(store)
@@ -68,6 +69,7 @@ class Dispatcher:
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._last_poll: float | None = None
+        self._held = 0  # commands held in lanes at the last gauge export (backpressure)
         self._tables: list[asyncio.Task[None]] = []
         self.outputs = Outputs(self.outboxes, results_topic=settings.results_topic,
                                retry_topic=settings.retry_topic, dead_letters=self._dead_letters(),
@@ -107,8 +109,18 @@ class Dispatcher:
                         policy=policy, max_in_flight=s.max_in_flight, loop=self.loop)
 
     def _channel(self, channel_id: str) -> Channel | None:
+        """The registry row as a Channel, built once per row: every queued job of a channel shares it
+        (a Channel is frozen; a new row from the registry topic is a new object, so it is rebuilt)."""
         row = self.registry.get(channel_id)
-        return Channel.from_dict(row) if row is not None else None
+        if row is None:
+            self._channels.pop(channel_id, None)
+            return None
+        cached = self._channels.get(channel_id)
+        if cached is not None and cached[0] is row:
+            return cached[1]
+        channel = Channel.from_dict(row)
+        self._channels[channel_id] = (row, channel)
+        return channel
 
     def _pacing(self, channel: Channel) -> PacingRule:
         return self.client.providers[channel.provider].pacing(channel.pacing, self.settings.pacing_defaults)
@@ -203,10 +215,15 @@ class Dispatcher:
         return True
 
     def _apply_backpressure(self, consumer: Consumer) -> None:
+        """Pause fetching while the lanes hold enough: max_buffered commands in all, or max_buffered_sendable
+        that are not held (held ones, counted at the last gauge export, wait for their channel, not for us).
+        Resume once the sendable ones are down to half, so that intake reads whole polls, not a trickle."""
         assigned = list(consumer.assignment())
-        if self.lanes.buffered >= self.settings.max_buffered:
+        buffered = self.lanes.buffered
+        sendable = buffered - self._held
+        if buffered >= self.settings.max_buffered or sendable >= self.settings.max_buffered_sendable:
             consumer.pause(*assigned)
-        elif consumer.paused():
+        elif consumer.paused() and sendable <= self.settings.max_buffered_sendable // 2:
             consumer.resume(*assigned)
 
     # --- offsets and rebalance ------------------------------------------------------------------
@@ -226,6 +243,7 @@ class Dispatcher:
     async def _export_gauges(self, consumer: Consumer) -> None:
         self.lanes.forget_idle_pacers()
         queued, held, paced = self.lanes.counts()
+        self._held = held
         self.metrics.held.set(held)
         self.metrics.queued.set(queued)
         self.metrics.paced.set(paced)

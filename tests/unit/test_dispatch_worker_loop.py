@@ -267,3 +267,67 @@ async def test_a_zombie_that_missed_the_rebalance_is_fenced_and_writes_nothing()
     seen = Counter((r["command_id"], r["state"]) for r in w.out("results"))
     assert seen == Counter({(f"ok-{i}", s): 1 for i in range(10) for s in ("queued", "sent")})
     assert w.committed() == w.ends()
+
+
+async def test_a_registry_change_reaches_the_next_command_although_channels_are_built_once_per_row() -> None:
+    w = World()
+    w.channel("a")
+    d = await w.started()
+    w.command("first", "a")
+    w.command("second", "a")
+    await w.run_for(d, 2)
+    assert d._channel("a") is d._channel("a")  # one Channel per registry row, shared by its jobs
+    w.channel("a", status="inactive")  # the registry says otherwise: a new row
+    await w.run_for(d, 1)
+    w.command("after", "a")
+    await w.run_for(d, 2)
+    await w.closed(d)
+    assert sorted(w.provider.calls) == ["first", "second"]
+    assert w.terminal()[("after", "rejected")] == 1
+    assert d._channel("b") is None
+
+
+async def burst_peak(sendable: int) -> tuple[int, World]:
+    """3 000 commands over 50 channels, each send taking a second: the most commands the lanes held at once."""
+    w = World(max_buffered_sendable=sendable)
+    for c in range(50):
+        w.channel(f"c{c}")
+    w.provider.latency = 1.0
+    d = await w.started()
+    for i in range(3000):
+        w.command(f"k-{i}", f"c{i % 50}")
+    peak = 0
+    for _ in range(200):
+        await w.run_for(d, 0.5)
+        peak = max(peak, d.lanes.buffered)
+        if len(w.provider.calls) == 3000 and d.lanes.buffered == 0:
+            break
+    await w.closed(d)
+    assert sorted(w.provider.calls) == sorted(f"k-{i}" for i in range(3000))
+    assert all(n == 1 for n in w.terminal().values())
+    return peak, w
+
+
+async def test_a_burst_is_read_about_as_fast_as_it_is_sent() -> None:
+    peak, w = await burst_peak(sendable=100)
+    assert peak <= 100 + 1000  # the limit, plus at most one poll read before the pause
+    assert w.committed() == w.ends()
+    unbounded, _ = await burst_peak(sendable=50_000)
+    assert unbounded > 2000  # the same burst without the limit: most of it in memory at once
+
+
+async def test_held_commands_do_not_count_against_the_sendable_limit() -> None:
+    w = World(max_buffered_sendable=100)
+    w.channel("open")
+    w.channel("closed")
+    w.health("closed", "closed")
+    d = await w.started()
+    for i in range(300):
+        w.command(f"h-{i}", "closed")
+    await w.run_for(d, 2)  # held, and counted as held at a gauge export
+    for i in range(5):
+        w.command(f"o-{i}", "open")
+    await w.run_for(d, 3)
+    assert sorted(w.provider.calls) == [f"o-{i}" for i in range(5)]
+    assert d.lanes.buffered == 300  # every held command kept
+    await w.closed(d)
