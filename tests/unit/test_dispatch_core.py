@@ -189,7 +189,7 @@ def test_degraded_pix_code_stays_byte_identical_on_its_own_line() -> None:
 def test_copy_codes_survive_rendering_unchanged(code: str) -> None:
     msg = parse_command(command({"kind": "copy_code", "body": "Pague", "code": code})).message
     assert msg["code"] == code
-    assert code in degrade(msg)["body"].split("\n\n")[-1]
+    assert degrade(msg)["body"].endswith(":\n\n" + code)  # its own paragraph, last (no footer here), unchanged
     uaz = render_command(parse_command(command({"kind": "copy_code", "body": "Pague", "code": code})),
                          channel("uazapi"))
     assert uaz.body["choices"][0].endswith("|copy:" + code)
