@@ -67,7 +67,7 @@ class Lanes:
             pacer = self.pacers.setdefault(job.channel_id, Pacer())
             lane = self.lanes[job.channel_id] = Lane(job.channel_id, pacer)
         if len(lane.jobs) >= self.rules.max_queue:
-            self.delivery.finish(job, ResultState.EXPIRED, error=QUEUE_FULL)
+            await self.delivery.end_unsent(job, ResultState.EXPIRED, QUEUE_FULL)
             return
         lane.jobs.append(job)
         self.buffered += 1
@@ -96,7 +96,7 @@ class Lanes:
             expired = expiry(job.deadlines, now)
             if expired is not None:
                 self._pop(lane)
-                self.delivery.finish(job, ResultState.EXPIRED, error=expired)
+                await self.delivery.end_unsent(job, ResultState.EXPIRED, expired)
                 continue
             if not self.rules.is_open(lane.channel_id):
                 self._report_held(lane)

@@ -12,12 +12,25 @@ from redis.exceptions import RedisError
 from apiplus.backoff import Backoff
 from apiplus.clock import SYSTEM_CLOCK, Clock
 from apiplus.redisio import RedisBatcher
-from services.dispatch.record import SendRecord, SendState, advance, done
+from services.dispatch.record import CLAIMABLE, SendRecord, SendState, advance, done
 
 log = logging.getLogger("apiplus.dispatch")
 KEY_PREFIX = "apiplus:dispatch:cmd:"
 FINISHED_MEMORY = 100_000
 REDIS_BACKOFF = Backoff(first=0.2, cap=5.0)  # Redis down: wait it out, never guess
+CLAIMABLE_STORED = str(SendState.RETRYING)  # the one stored state in record.CLAIMABLE (absent is the other)
+assert {None, SendState.RETRYING} == CLAIMABLE
+# The first `sending` of a command, as one atomic step: written when the record is absent or says the
+# provider did not take an earlier request (record.CLAIMABLE); otherwise the stored record is returned
+# unchanged and nothing is written. EVAL (not EVALSHA): nothing to reload after a Redis restart.
+CLAIM_SENDING = """
+local stored = redis.call('GET', KEYS[1])
+if stored and cjson.decode(stored)['state'] ~= ARGV[3] then
+  return stored
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
 
 
 class RecordStore(Protocol):
@@ -26,6 +39,10 @@ class RecordStore(Protocol):
     async def put(self, command_id: str, record: SendRecord) -> None: ...
 
     async def put_if_absent(self, command_id: str, record: SendRecord) -> bool: ...
+
+    async def claim(self, command_id: str, record: SendRecord) -> SendRecord | None:
+        """Write `record` (a `sending`) if the stored record is absent or CLAIMABLE and return None;
+        otherwise return the stored record, unchanged. Atomic."""
 
 
 class MemoryRecordStore:
@@ -43,6 +60,13 @@ class MemoryRecordStore:
             return False
         self.records[command_id] = record
         return True
+
+    async def claim(self, command_id: str, record: SendRecord) -> SendRecord | None:
+        stored = self.records.get(command_id)
+        if stored is not None and stored.state not in CLAIMABLE:
+            return stored
+        self.records[command_id] = record
+        return None
 
 
 class RedisRecordStore:
@@ -71,6 +95,11 @@ class RedisRecordStore:
     async def put_if_absent(self, command_id: str, record: SendRecord) -> bool:
         return bool(await self._retrying(lambda: self.redis.set(KEY_PREFIX + command_id, record.to_json(), nx=True,
                                                                 ex=self.ttl)))
+
+    async def claim(self, command_id: str, record: SendRecord) -> SendRecord | None:
+        stored = await self._retrying(lambda: self.batcher.execute(
+            "EVAL", CLAIM_SENDING, 1, KEY_PREFIX + command_id, record.to_json(), self.ttl, CLAIMABLE_STORED))
+        return SendRecord.from_json(stored) if stored is not None else None
 
     async def _retrying(self, operation: Callable[[], Awaitable[Any]]) -> Any:
         attempt = 0
@@ -106,6 +135,14 @@ class SendRecords:
         if new.state is SendState.DONE:
             self.remember(command_id)
         return new
+
+    async def claim_sending(self, command_id: str, new: SendRecord) -> SendRecord | None:
+        """The first `sending` of a command whose record this process has not read (store.claim): None when
+        written, else the stored record, which says why not (done, sent, or an attempt of unknown outcome)."""
+        stored = await self.store.claim(command_id, advance(None, new))
+        if stored is not None and stored.state is SendState.DONE:
+            self.remember(command_id)
+        return stored
 
     async def claim_terminal(self, command_id: str, terminal: str) -> bool:
         """For refusals at intake: record the end unless the command has a record already."""

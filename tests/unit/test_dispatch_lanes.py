@@ -17,7 +17,7 @@ from apiplus.backoff import Backoff
 from apiplus.dlq import DeadLetterWriter
 from apiplus.harness import Harness, ManualClock
 from services.dispatch.commits import Commits
-from services.dispatch.core import Channel, parse_command
+from services.dispatch.core import Channel, parse_command, render_command
 from services.dispatch.delivery import Delivery, RetryPolicy
 from services.dispatch.holding import Deadlines
 from services.dispatch.job import Job
@@ -26,7 +26,7 @@ from services.dispatch.metrics import DELIVERY, INTAKE, DispatchMetrics
 from services.dispatch.outbox import Outboxes
 from services.dispatch.progress import Mark
 from services.dispatch.providers import PacingRule, Request
-from services.dispatch.record import SendState, sending
+from services.dispatch.record import SendState, done, retrying, sending, sent
 from services.dispatch.results import RETRY_HEADER, Outputs
 from services.dispatch.sender import SendFailed, SendUnavailable
 from services.dispatch.store import MemoryRecordStore, SendRecords
@@ -107,9 +107,12 @@ class Rig:
             await self.outboxes.assign([TP])
         offset = next(self._offsets)
         self.commits.add(TP, offset)
-        queued = Job(tp=TP, offset=offset, command=parse_command(data), raw=orjson.dumps(data),
-                     channel=Channel(channel, "t", "x", "simulator", "plus", "active"),
-                     deadlines=Deadlines(self.clock.time(), not_after, max_hold=3600.0), **job)
+        stored = job.pop("record", None)
+        if stored is not None:  # as a crash left it: the worker finds it with its first `sending`
+            self.store.records[name] = stored
+        command, on = parse_command(data), Channel(channel, "t", "x", "simulator", "plus", "active")
+        queued = Job(tp=TP, offset=offset, command=command, channel=on, request=render_command(command, on),
+                     raw=orjson.dumps(data), deadlines=Deadlines(self.clock.time(), not_after, max_hold=3600.0), **job)
         await self.lanes.add(queued)
         await self.settle()
         return queued
@@ -305,3 +308,38 @@ async def test_drain_drops_unstarted_work_of_revoked_partitions(revoked: bool) -
     await rig.lanes.drain([TP] if revoked else [TopicPartition("other", 0)])
     assert rig.lanes.counts()[0] == (0 if revoked else 1)
     assert rig.lanes.buffered == (0 if revoked else 1)
+
+
+async def test_the_first_sending_claims_an_absent_or_retrying_record_and_nothing_else() -> None:
+    store = MemoryRecordStore()
+    store.records.update({"retrying": retrying(), "sending": sending(T0), "sent": sent("M1"), "done": done("sent")})
+    new = sending(T0 + 1)
+    assert await store.claim("absent", new) is None
+    assert await store.claim("retrying", new) is None
+    assert [await store.claim(i, new) for i in ("sending", "sent", "done")] == [sending(T0), sent("M1"), done("sent")]
+    assert store.records == {"absent": new, "retrying": new, "sending": sending(T0), "sent": sent("M1"),
+                             "done": done("sent")}
+
+
+async def test_a_copy_finished_elsewhere_is_skipped_by_its_first_sending_without_a_request() -> None:
+    """Intake no longer reads the record: the check-and-set before the request finds DONE (or SENT) instead."""
+    rig = Rig()
+    await rig.add("republished", record=done("sent", "M1"))
+    await rig.add("crashed-after-send", record=sent("M2"))
+    await rig.add("parked-earlier", record=retrying())
+    assert rig.sent() == ["parked-earlier"]
+    assert [(c, s) for c, s in rig.producer.results() if s != "queued"] == [
+        ("crashed-after-send", "sent"), ("parked-earlier", "sent")]
+    assert rig.commits.position(TP) == 3
+    assert rig.state("republished") is SendState.DONE
+
+
+async def test_a_finished_copy_that_waits_out_its_hold_is_skipped_not_expired() -> None:
+    rig = Rig()
+    rig.open["ch"] = False
+    await rig.add("republished", record=done("sent", "M1"), not_after=T0 + 5)
+    await rig.add("new", not_after=T0 + 5)
+    await rig.advance(10)
+    assert rig.sent() == []
+    assert [(c, s) for c, s in rig.producer.results() if s not in ("queued", "held")] == [("new", "expired")]
+    assert rig.commits.position(TP) == 2
