@@ -208,6 +208,20 @@ async def test_pacing_holds_across_an_emptied_queue() -> None:
     assert rig.lanes.pacers == {}
 
 
+async def test_idle_pacers_are_swept_at_most_once_a_minute() -> None:
+    rig = Rig(pacing=lambda _: PacingRule(min_gap=1.0, jitter=0.0, hourly_cap=100))
+    await rig.add("a", "ch")  # sent at T0
+    await rig.advance(3599)
+    rig.lanes.forget_idle_pacers()  # its send is still in the hour: kept
+    assert set(rig.lanes.pacers) == {"ch"}
+    await rig.advance(30)  # idle now, but the last sweep was 30 s ago
+    rig.lanes.forget_idle_pacers()
+    assert set(rig.lanes.pacers) == {"ch"}
+    await rig.advance(31)
+    rig.lanes.forget_idle_pacers()
+    assert rig.lanes.pacers == {}
+
+
 async def test_transient_failures_back_off_then_send_once() -> None:
     rig = Rig()
     rig.provider.script = [SendUnavailable("provider answered 503", ambiguous=False, status=503),
