@@ -46,7 +46,7 @@ class LoopStore:
         plan = remember(command, channel, message_id, time.time(), sent_ttl=self.settings.sent_ttl_seconds,
                         offer_window=self.settings.offer_window_seconds, resolved_by=resolved_by)
         # Coalesced with the other lanes' writes of this loop iteration: one round trip for many sends.
-        await self._call(lambda: asyncio.gather(*(self.batcher.execute("SET", key, value, "EX", ttl)
+        await self._call(lambda: asyncio.gather(*(self.batcher.submit("SET", key, value, "EX", ttl)
                                                   for key, value, ttl in plan.writes)))
 
     async def find_echo(self, command: Command, channel: Channel, attempt_at: float) -> str | None:

@@ -89,7 +89,7 @@ class RedisRecordStore:
         return {i: SendRecord.from_json(v) for i, v in zip(command_ids, values, strict=True) if v is not None}
 
     async def put(self, command_id: str, record: SendRecord) -> None:
-        await self._retrying(lambda: self.batcher.execute("SET", KEY_PREFIX + command_id, record.to_json(),
+        await self._retrying(lambda: self.batcher.submit("SET", KEY_PREFIX + command_id, record.to_json(),
                                                           "EX", self.ttl))
 
     async def put_if_absent(self, command_id: str, record: SendRecord) -> bool:
@@ -97,7 +97,7 @@ class RedisRecordStore:
                                                                 ex=self.ttl)))
 
     async def claim(self, command_id: str, record: SendRecord) -> SendRecord | None:
-        stored = await self._retrying(lambda: self.batcher.execute(
+        stored = await self._retrying(lambda: self.batcher.submit(
             "EVAL", CLAIM_SENDING, 1, KEY_PREFIX + command_id, record.to_json(), self.ttl, CLAIMABLE_STORED))
         return SendRecord.from_json(stored) if stored is not None else None
 
