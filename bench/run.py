@@ -398,6 +398,9 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     The timed load starts once the worker has sent a first command (tables loaded, group joined,
     producers fenced): start-up is not latency at a load. The time it took is reported beside the
     percentiles (`ready_s`), and the latencies per second of the run are written to the logs.
+    A plain consumer of the commands topic in the harness splits the path: `broker_*` is produced →
+    readable by a consumer (the bench producer and the broker), `worker_*` is readable → received by
+    the simulator (the worker's own fetch, work and request). Percentiles of the parts do not add up.
     """
     sim = Simulator(logs)
     run = uuid.uuid4().hex[:8]
@@ -408,7 +411,10 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0, enable_idempotence=True)
     await producer.start()
     sent_at: dict[str, float] = {}
+    seen_at: dict[str, float] = {}
+    watcher: asyncio.Task[None] | None = None
     try:
+        watcher = asyncio.create_task(watch_commands(t["commands_topic"], seen_at))  # started before it is timed
         await producer.send_and_wait(t["commands_topic"], orjson.dumps(data.dispatch_command(run, -1, CHANNELS)[1]),
                                      key=b"ch0")
         deadline = time.monotonic() + 120
@@ -434,11 +440,17 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
         while await asyncio.to_thread(sim.distinct) < total + 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await producer.stop()
         stop(proc)
         sim.close()
-    timed = sorted((sent_at[e["idempotency_key"]], (e["ts"] - sent_at[e["idempotency_key"]]) * 1000)
-                   for e in sim.entries() if e["idempotency_key"] in sent_at)
+    entries = [e for e in sim.entries() if e["idempotency_key"] in sent_at]
+    timed = sorted((sent_at[e["idempotency_key"]], (e["ts"] - sent_at[e["idempotency_key"]]) * 1000) for e in entries)
+    broker = [(seen_at[c] - sent_at[c]) * 1000 for c in sent_at if c in seen_at]
+    worker = [(e["ts"] - seen_at[e["idempotency_key"]]) * 1000 for e in entries if e["idempotency_key"] in seen_at]
     if len(timed) < 0.99 * len(sent_at):
         raise RuntimeError(f"only {len(timed)} of {len(sent_at)} commands reached the simulator")
     first = timed[0][0]
@@ -447,7 +459,27 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
         per_second.setdefault(int(at - first), []).append(ms)
     timeline = [{"second": s, "commands": len(v), **percentiles(v)} for s, v in sorted(per_second.items())]
     (logs / f"dispatch-latency-{run}.json").write_bytes(orjson.dumps(timeline, option=orjson.OPT_INDENT_2))
-    return {**percentiles([ms for _, ms in timed]), "rate": rate, "commands": len(timed), "ready_s": round(ready, 1)}
+    split = {f"{part}_{k}": v for part, values in (("broker", broker), ("worker", worker)) if values
+             for k, v in percentiles(values).items()}
+    return {**percentiles([ms for _, ms in timed]), **split, "rate": rate, "commands": len(timed),
+            "ready_s": round(ready, 1)}
+
+
+async def watch_commands(topic: str, seen_at: dict[str, float]) -> None:
+    """When each command becomes readable: a plain consumer from the start of the topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    seen_at.setdefault(str(orjson.loads(record.value)["command_id"]), now)
+    finally:
+        await consumer.stop()
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -581,7 +613,9 @@ async def main() -> int:
     for i, r in enumerate(latency["runs"], 1):
         print(f"dispatch latency at half load ({r['rate']:,.0f}/s), run {i}: p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, p99.9 {r['p999_ms']:.1f} ms, max {r['max_ms']:.1f} ms "
-              f"(worker ready after {r['ready_s']:.1f} s)")
+              f"(worker ready after {r['ready_s']:.1f} s); produced -> readable p50/p99 "
+              f"{r.get('broker_p50_ms', nan):.1f}/{r.get('broker_p99_ms', nan):.1f} ms, readable -> received "
+              f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms")
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms (median of runs), "
           f"p99 {latency['p99_ms']:.1f} ms, p99.9 {latency['p999_ms']:.1f} ms (worst run)")
     for name, m in rss.items():
