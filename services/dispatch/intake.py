@@ -54,9 +54,10 @@ class Intake:
         check-and-set (delivery.py), so only refusals read theirs, in one round trip per batch."""
         source = "retry" if tp.topic == self.retry_topic else "commands"
         refused: list[tuple[Any, dict[str, Any], PermanentError]] = []
+        self.metrics.commands(source).inc(len(records))
+        accepted = 0
         for record in records:
             self.commits.add(tp, record.offset)
-            self.metrics.commands(source).inc()
             if self.outputs.committed(tp, record.offset) is Mark.FINISHED:  # before a restart
                 self.metrics.duplicates.inc()
                 self.commits.done(tp, record.offset)
@@ -74,8 +75,9 @@ class Intake:
                 self.metrics.intake.record("dead_lettered")
                 refused.append((record, data, exc))
                 continue
-            self.metrics.intake.record("ok")
+            accepted += 1
             await self._queue(tp, record, command, channel, request)
+        self.metrics.intake.record("ok", accepted)
         if refused:
             stored = await self.records.read([_text(data, "command_id") or "" for _, data, _ in refused])
             for record, data, error in refused:
