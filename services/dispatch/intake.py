@@ -58,7 +58,8 @@ class Intake:
         accepted = 0
         for record in records:
             self.commits.add(tp, record.offset)
-            if self.outputs.committed(tp, record.offset) is Mark.FINISHED:  # before a restart
+            reported = self.outputs.committed(tp, record.offset)  # how far it got before a restart
+            if reported is Mark.FINISHED:
                 self.metrics.duplicates.inc()
                 self.commits.done(tp, record.offset)
                 continue
@@ -76,7 +77,7 @@ class Intake:
                 refused.append((record, data, exc))
                 continue
             accepted += 1
-            await self._queue(tp, record, command, channel, request)
+            await self._queue(tp, record, command, channel, request, reported)
         self.metrics.intake.record("ok", accepted)
         if refused:
             stored = await self.records.read([_text(data, "command_id") or "" for _, data, _ in refused])
@@ -84,9 +85,8 @@ class Intake:
                 self._refuse(tp, record, data, error, stored.get(_text(data, "command_id") or ""))
 
     async def _queue(self, tp: TopicPartition, record: Any, command: Command, channel: Channel,
-                     request: Request) -> None:
+                     request: Request, reported: Mark) -> None:
         headers = dict(record.headers or ())
-        reported = self.outputs.committed(tp, record.offset)
         not_after = parse_rfc3339(command.not_after).timestamp() if command.not_after is not None else None
         await self.lanes.add(Job(
             tp=tp, offset=record.offset, command=command, channel=channel, request=request, raw=record.value,
