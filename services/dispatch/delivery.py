@@ -81,8 +81,8 @@ class Delivery:
         then be committed with it. The send record says DONE once that transaction has committed."""
         before, after = job.record, done(str(state), message_id)
 
-        async def record_done() -> None:
-            await self.records.step(job.command_id, before, after)
+        def record_done() -> Awaitable[None]:
+            return self.records.step_soon(job.command_id, before, after)
 
         result = self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error,
                                      resolved_by=resolved_by)

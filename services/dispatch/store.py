@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -38,6 +39,9 @@ class RecordStore(Protocol):
 
     async def put(self, command_id: str, record: SendRecord) -> None: ...
 
+    def put_soon(self, command_id: str, record: SendRecord) -> Awaitable[None]:
+        """`put`, queued now; the awaitable completes when it is written. Many are gathered without a task each."""
+
     async def put_if_absent(self, command_id: str, record: SendRecord) -> bool: ...
 
     async def claim(self, command_id: str, record: SendRecord) -> SendRecord | None:
@@ -54,6 +58,12 @@ class MemoryRecordStore:
 
     async def put(self, command_id: str, record: SendRecord) -> None:
         self.records[command_id] = record
+
+    def put_soon(self, command_id: str, record: SendRecord) -> Awaitable[None]:
+        self.records[command_id] = record
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        written.set_result(None)
+        return written
 
     async def put_if_absent(self, command_id: str, record: SendRecord) -> bool:
         if command_id in self.records:
@@ -92,6 +102,21 @@ class RedisRecordStore:
         await self._retrying(lambda: self.batcher.submit("SET", KEY_PREFIX + command_id, record.to_json(),
                                                           "EX", self.ttl))
 
+    def put_soon(self, command_id: str, record: SendRecord) -> Awaitable[None]:
+        """The SET joins this iteration's pipeline; only if it fails is a task started, to wait the outage out."""
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[None] = loop.create_future()
+
+        def settle(reply: asyncio.Future[Any]) -> None:
+            if not reply.cancelled() and reply.exception() is None:
+                written.set_result(None)
+                return
+            retry = loop.create_task(self.put(command_id, record))
+            retry.add_done_callback(lambda done: _settle_from(written, done))
+
+        self.batcher.submit("SET", KEY_PREFIX + command_id, record.to_json(), "EX", self.ttl).add_done_callback(settle)
+        return written
+
     async def put_if_absent(self, command_id: str, record: SendRecord) -> bool:
         return bool(await self._retrying(lambda: self.redis.set(KEY_PREFIX + command_id, record.to_json(), nx=True,
                                                                 ex=self.ttl)))
@@ -111,6 +136,17 @@ class RedisRecordStore:
                 self.on_error()
                 log.warning("redis unavailable; retrying", extra={"attempt": attempt, "error": type(exc).__name__})
                 await self.clock.sleep(self.backoff.delay(attempt))
+
+
+def _settle_from(target: asyncio.Future[None], source: asyncio.Future[None]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (error := source.exception()) is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(None)
 
 
 class SendRecords:
@@ -135,6 +171,13 @@ class SendRecords:
         if new.state is SendState.DONE:
             self.remember(command_id)
         return new
+
+    def step_soon(self, command_id: str, current: SendRecord | None, new: SendRecord) -> Awaitable[None]:
+        """`step` for writes nothing waits on but a gather (the DONE after a commit): no task per write."""
+        written = self.store.put_soon(command_id, advance(current, new))
+        if new.state is SendState.DONE:
+            self.remember(command_id)
+        return written
 
     async def claim_sending(self, command_id: str, new: SendRecord) -> SendRecord | None:
         """The first `sending` of a command whose record this process has not read (store.claim): None when

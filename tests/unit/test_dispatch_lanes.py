@@ -4,6 +4,7 @@ in-memory send-record store and a scripted provider. No Kafka, no Redis, no slee
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from apiplus.backoff import Backoff
 from apiplus.dlq import DeadLetterWriter
@@ -26,10 +28,10 @@ from services.dispatch.metrics import DELIVERY, INTAKE, DispatchMetrics
 from services.dispatch.outbox import Outboxes
 from services.dispatch.progress import Mark
 from services.dispatch.providers import PacingRule, Request
-from services.dispatch.record import SendState, done, retrying, sending, sent
+from services.dispatch.record import SendRecord, SendState, done, retrying, sending, sent
 from services.dispatch.results import RETRY_HEADER, Outputs
 from services.dispatch.sender import SendFailed, SendUnavailable
-from services.dispatch.store import MemoryRecordStore, SendRecords
+from services.dispatch.store import KEY_PREFIX, MemoryRecordStore, RedisRecordStore, SendRecords
 
 T0 = 1_700_000_000.0
 TP = TopicPartition("commands", 0)
@@ -357,3 +359,52 @@ async def test_a_finished_copy_that_waits_out_its_hold_is_skipped_not_expired() 
     assert rig.sent() == []
     assert [(c, s) for c, s in rig.producer.results() if s not in ("queued", "held")] == [("new", "expired")]
     assert rig.commits.position(TP) == 2
+
+
+class FlakyRedis:
+    """Just enough of redis.asyncio for the record store's pipelines: the first `failures` pipelines fail."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.data: dict[str, bytes] = {}
+        self._stack: list[tuple[Any, ...]] = []
+
+    def pipeline(self, transaction: bool = False) -> FlakyRedis:
+        return self
+
+    async def __aenter__(self) -> FlakyRedis:
+        self._stack = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def execute_command(self, *args: Any) -> None:
+        self._stack.append(args)
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.failures:
+            self.failures -= 1
+            raise RedisConnectionError("down")
+        for name, key, value, *_ in self._stack:
+            assert name == "SET"
+            self.data[key] = value
+        return [True] * len(self._stack)
+
+
+async def test_a_done_written_without_a_task_still_waits_a_redis_outage_out() -> None:
+    h = Harness(start=T0)
+    redis = FlakyRedis(failures=2)
+    errors: list[None] = []
+    records = SendRecords(RedisRecordStore(redis, 60, on_error=lambda: errors.append(None),  # type: ignore[arg-type]
+                                           backoff=Backoff(first=0.2, cap=1.0), clock=h.clock))
+    written = asyncio.ensure_future(h.clock.run(asyncio.gather(
+        records.step_soon("a", sent("M1"), done("sent", "M1")), records.step_soon("b", None, done("expired")))))
+    await h.clock.settle()
+    assert not written.done()
+    assert errors  # the first pipeline failed: retried with backoff
+    await h.clock.advance(5)
+    await written
+    assert {k.removeprefix(KEY_PREFIX): SendRecord.from_json(v) for k, v in redis.data.items()} == {
+        "a": done("sent", "M1"), "b": done("expired")}
+    assert records.current("a", None) == done("unknown")  # remembered as finished here at once
