@@ -146,6 +146,8 @@ class Delivery:
         if job.known:
             return None
         job.known = True
+        if self.finished_here(job):  # a copy finished in this process: nothing to write
+            return None
         attempted = self.clock.time()
         stored = await self.records.claim_sending(job.command_id, sending(attempted))
         job.record = stored if stored is not None else sending(attempted)
