@@ -146,7 +146,9 @@ class Delivery:
         if job.known:
             return None
         job.known = True
-        if self.finished_here(job):  # a copy finished in this process: nothing to write
+        finished = self.records.current(job.command_id, None)
+        if finished is not None:  # a copy finished in this process: nothing to write, it is skipped
+            job.record = finished
             return None
         attempted = self.clock.time()
         stored = await self.records.claim_sending(job.command_id, sending(attempted))
