@@ -424,6 +424,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
                 raise RuntimeError("the latency phase's worker sent nothing in 120 s")
             await asyncio.sleep(0.1)
         ready = time.monotonic() - spawned
+        cpu_start = cpu_seconds([proc])
         total = int(rate * LATENCY_SECONDS)
         started = time.perf_counter()
         tick = 0.01
@@ -439,6 +440,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
         deadline = time.monotonic() + 120
         while await asyncio.to_thread(sim.distinct) < total + 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
+        cpu_us = 1e6 * (cpu_seconds([proc]) - cpu_start) / total
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -462,7 +464,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     split = {f"{part}_{k}": v for part, values in (("broker", broker), ("worker", worker)) if values
              for k, v in percentiles(values).items()}
     return {**percentiles([ms for _, ms in timed]), **split, "rate": rate, "commands": len(timed),
-            "ready_s": round(ready, 1)}
+            "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us}
 
 
 async def watch_commands(topic: str, seen_at: dict[str, float]) -> None:
@@ -613,7 +615,8 @@ async def main() -> int:
     for i, r in enumerate(latency["runs"], 1):
         print(f"dispatch latency at half load ({r['rate']:,.0f}/s), run {i}: p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, p99.9 {r['p999_ms']:.1f} ms, max {r['max_ms']:.1f} ms "
-              f"(worker ready after {r['ready_s']:.1f} s); produced -> readable p50/p99 "
+              f"(worker ready after {r['ready_s']:.1f} s, {r['cpu_us_per_command']:.0f} cpu us/command); "
+              f"produced -> readable p50/p99 "
               f"{r.get('broker_p50_ms', nan):.1f}/{r.get('broker_p99_ms', nan):.1f} ms, readable -> received "
               f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms")
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms (median of runs), "
