@@ -137,8 +137,10 @@ class Delivery:
                 self.metrics.delivery.retries.inc()
                 await self.clock.sleep(self.policy.backoff.delay(attempt, exc.retry_after))
                 continue
-            job.record = await self.records.step(job.command_id, job.record, sent(message_id))
-            return await self._sent(job, message_id)
+            # `sent` and the sent map join one pipeline; the result waits for both.
+            written = self.records.step_soon(job.command_id, job.record, sent(message_id))
+            job.record = sent(message_id)
+            return await self._sent(job, message_id, written=written)
 
     async def _claim(self, job: Job) -> float | None:
         """For a job whose record this process has not seen: one check-and-set writes `sending` (its time is
@@ -165,10 +167,14 @@ class Delivery:
             return self.skip(job)
         self.finish(job, state, error=error)
 
-    async def _sent(self, job: Job, message_id: str | None, resolved_by: str | None = None) -> None:
-        """Remembered in the sent map (and its offer) before the `sent` result: receipts and replies find it."""
+    async def _sent(self, job: Job, message_id: str | None, resolved_by: str | None = None,
+                    written: Awaitable[None] | None = None) -> None:
+        """Remembered in the sent map (and its offer) before the `sent` result: receipts and replies find it.
+        `written`: the `sent` record's write, queued by the caller; the result waits for it too."""
         if message_id and self.loop is not None:
             await self.loop.remember(job.command, job.channel, message_id, resolved_by)
+        if written is not None:
+            await written
         self.finish(job, ResultState.SENT, message_id=message_id, resolved_by=resolved_by)
 
     # --- unknown outcomes --------------------------------------------------------------------------

@@ -34,9 +34,10 @@ async def _direct(operation: Callable[[], Awaitable[Any]]) -> Any:
 
 
 class LoopStore:
-    def __init__(self, redis: aioredis.Redis, settings: LoopSettings, call: RedisCall = _direct) -> None:
+    def __init__(self, redis: aioredis.Redis, settings: LoopSettings, call: RedisCall = _direct,
+                 batcher: RedisBatcher | None = None) -> None:
         self.redis = redis
-        self.batcher = RedisBatcher(redis)
+        self.batcher = batcher or RedisBatcher(redis)  # the send records' batcher: one pipeline for both
         self.settings = settings
         self._call = call  # the worker's "wait a Redis outage out" wrapper
 
