@@ -42,6 +42,10 @@ class RedisBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def execute(self, *args: Any) -> Any:
+        return await self.submit(*args)
+
+    def submit(self, *args: Any) -> asyncio.Future[Any]:
+        """Queue a command for this iteration's pipeline; its reply as a future (gathered without a task each)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((args, future))
@@ -49,7 +53,7 @@ class RedisBatcher:
             loop.call_soon(self._flush_soon)
         elif len(self._queue) >= self.max_batch:
             self._flush_soon()
-        return await future
+        return future
 
     def _flush_soon(self) -> None:
         if not self._queue:

@@ -439,20 +439,39 @@ async def http_ceiling(sim: Simulator, commands: list[tuple[bytes, dict[str, Any
     return Measurement(rate=0.8 * n / (t90 - t10))
 
 
-async def bench_latency(rate: float, logs: Path) -> dict[str, float]:
-    """End-to-end latency (command produced -> simulator received) at `rate` commands/s."""
+async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
+    """End-to-end latency (command produced -> simulator received) at `rate` commands/s.
+
+    The timed load starts once the worker has sent a first command (tables loaded, group joined,
+    producers fenced): start-up is not latency at a load. The time it took is reported beside the
+    percentiles (`ready_s`), and the latencies per second of the run are written to the logs.
+    A plain consumer of the commands topic in the harness splits the path: `broker_*` is produced →
+    readable by a consumer (the bench producer and the broker), `worker_*` is readable → received by
+    the simulator (the worker's own fetch, work and request). Percentiles of the parts do not add up.
+    """
     sim = Simulator(logs)
     run = uuid.uuid4().hex[:8]
     env, t = dispatch_env(run, sim)
     await create_topics([*t.values(), f"{t['commands_topic']}.dlq"])
+    spawned = time.monotonic()
     proc = spawn([sys.executable, "-m", "services.cli", "dispatch", "run"], env, logs / "dispatch-latency.log")
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0, enable_idempotence=True)
     await producer.start()
     sent_at: dict[str, float] = {}
+    seen_at: dict[str, float] = {}
+    watcher: asyncio.Task[None] | None = None
     try:
-        await asyncio.sleep(8)  # the worker loads its tables and joins the group
+        watcher = asyncio.create_task(watch_commands(t["commands_topic"], seen_at))  # started before it is timed
         await producer.send_and_wait(t["commands_topic"], orjson.dumps(data.dispatch_command(run, -1, CHANNELS)[1]),
                                      key=b"ch0")
+        deadline = time.monotonic() + 120
+        while await asyncio.to_thread(sim.distinct) < 1:
+            check_running([proc])
+            if time.monotonic() > deadline:
+                raise RuntimeError("the latency phase's worker sent nothing in 120 s")
+            await asyncio.sleep(0.1)
+        ready = time.monotonic() - spawned
+        cpu_start = cpu_seconds([proc])
         total = int(rate * LATENCY_SECONDS)
         started = time.perf_counter()
         tick = 0.01
@@ -468,17 +487,63 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, float]:
         deadline = time.monotonic() + 120
         while await asyncio.to_thread(sim.distinct) < total + 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
+        cpu_us = 1e6 * (cpu_seconds([proc]) - cpu_start) / total
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await producer.stop()
         stop(proc)
         sim.close()
-    latencies = sorted(
-        (e["ts"] - sent_at[e["idempotency_key"]]) * 1000 for e in sim.entries() if e["idempotency_key"] in sent_at
-    )
-    if len(latencies) < 0.99 * len(sent_at):
-        raise RuntimeError(f"only {len(latencies)} of {len(sent_at)} commands reached the simulator")
-    return {"p50_ms": latencies[len(latencies) // 2], "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
-            "p999_ms": latencies[int(len(latencies) * 0.999) - 1], "rate": rate, "commands": len(latencies)}
+    entries = [e for e in sim.entries() if e["idempotency_key"] in sent_at]
+    timed = sorted((sent_at[e["idempotency_key"]], (e["ts"] - sent_at[e["idempotency_key"]]) * 1000) for e in entries)
+    broker = [(seen_at[c] - sent_at[c]) * 1000 for c in sent_at if c in seen_at]
+    worker = [(e["ts"] - seen_at[e["idempotency_key"]]) * 1000 for e in entries if e["idempotency_key"] in seen_at]
+    if len(timed) < 0.99 * len(sent_at):
+        raise RuntimeError(f"only {len(timed)} of {len(sent_at)} commands reached the simulator")
+    first = timed[0][0]
+    per_second: dict[int, list[float]] = {}
+    for at, ms in timed:
+        per_second.setdefault(int(at - first), []).append(ms)
+    timeline = [{"second": s, "commands": len(v), **percentiles(v)} for s, v in sorted(per_second.items())]
+    (logs / f"dispatch-latency-{run}.json").write_bytes(orjson.dumps(timeline, option=orjson.OPT_INDENT_2))
+    split = {f"{part}_{k}": v for part, values in (("broker", broker), ("worker", worker)) if values
+             for k, v in percentiles(values).items()}
+    return {**percentiles([ms for _, ms in timed]), **split, "rate": rate, "commands": len(timed),
+            "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us}
+
+
+async def watch_commands(topic: str, seen_at: dict[str, float]) -> None:
+    """When each command becomes readable: a plain consumer from the start of the topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    seen_at.setdefault(str(orjson.loads(record.value)["command_id"]), now)
+    finally:
+        await consumer.stop()
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    n = len(ordered)
+    return {"p50_ms": ordered[n // 2], "p99_ms": ordered[max(0, int(n * 0.99) - 1)],
+            "p999_ms": ordered[max(0, int(n * 0.999) - 1)], "max_ms": ordered[-1]}
+
+
+def latency_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each run's figures, the median p50 and the worst p99 / p99.9: the target holds only if it holds in every run."""
+    if not runs:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "p999_ms": float("nan"), "runs": []}
+    return {"p50_ms": statistics.median(r["p50_ms"] for r in runs), "p99_ms": max(r["p99_ms"] for r in runs),
+            "p999_ms": max(r["p999_ms"] for r in runs), "rate": runs[0]["rate"], "runs": runs}
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -560,11 +625,13 @@ async def main() -> int:
     cpu_summary = {k: summary([m.cpu_us_per_input for m in v]) for k, v in results.items() if v}
     cpu = {k: c["median"] for k, c in cpu_summary.items()}
     machine = {k: statistics.median(m.machine_busy_pct for m in v) for k, v in results.items() if v}
-    latency = {"p50_ms": float("nan"), "p99_ms": float("nan")}
+    latency_runs: list[dict[str, Any]] = []
     if "dispatch" in rates:
         half = rates["dispatch"]["median"] / 2
-        say(f"latency at half the dispatch maximum ({half:,.0f} commands/s)")
-        latency = await bench_latency(half, logs)
+        for run in range(RUNS):
+            say(f"latency at half the dispatch maximum ({half:,.0f} commands/s), run {run + 1}/{RUNS}")
+            latency_runs.append(await bench_latency(half, logs))
+    latency = latency_summary(latency_runs)
     # Per worker process (children of APIPLUS_DISPATCH_PROCESSES included, each on its own); "holding 10k":
     # once every output is out, the worker still holding its 10 000 channels' (tenants') state.
     rss: dict[str, dict[str, Any]] = {
@@ -608,8 +675,15 @@ async def main() -> int:
             print(f"{name:<36}{value:>6.2f}x")
     for name, gain in projection.items():
         print(f"projected {name.removesuffix('_gain')} gain on confluent-kafka's asyncio API: {gain:.2f}x")
-    print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, "
-          f"p99.9 {latency.get('p999_ms', nan):.1f} ms")
+    for i, r in enumerate(latency["runs"], 1):
+        print(f"dispatch latency at half load ({r['rate']:,.0f}/s), run {i}: p50 {r['p50_ms']:.1f} ms, "
+              f"p99 {r['p99_ms']:.1f} ms, p99.9 {r['p999_ms']:.1f} ms, max {r['max_ms']:.1f} ms "
+              f"(worker ready after {r['ready_s']:.1f} s, {r['cpu_us_per_command']:.0f} cpu us/command); "
+              f"produced -> readable p50/p99 "
+              f"{r.get('broker_p50_ms', nan):.1f}/{r.get('broker_p99_ms', nan):.1f} ms, readable -> received "
+              f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms")
+    print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms (median of runs), "
+          f"p99 {latency['p99_ms']:.1f} ms, p99.9 {latency['p999_ms']:.1f} ms (worst run)")
     for name, m in rss.items():
         print(f"{name:<10} peak RSS {m['peak_mb']:.0f} MB, holding 10k channels {m['holding_10k_mb']:.0f} MB; "
               f"RSS over the first run: {course(m['over_time_first_run'])}")

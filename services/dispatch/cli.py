@@ -73,7 +73,7 @@ def _run(_: argparse.Namespace) -> int:
     clients = KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-dispatch"))
     loop = LoopStore(redis, LoopSettings(settings.sent_map_ttl_seconds, settings.offer_window_seconds,
                                          settings.echo_window_seconds, settings.echo_poll_seconds),
-                     call=store._retrying) if settings.loop_enabled else None
+                     call=store._retrying, batcher=store.batcher) if settings.loop_enabled else None
     dispatcher = Dispatcher(settings, clients, store, client, metrics, loop=loop)
     workers: list[Any] = [dispatcher]
     if settings.loop_enabled:

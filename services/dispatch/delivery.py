@@ -24,7 +24,7 @@ from apiplus.dlq import SourceRecord
 from apiplus.errors import ErrorCode, PermanentError
 from apiplus.kafka import Output
 from services.dispatch.commits import Commits
-from services.dispatch.core import Channel, Command, render_command
+from services.dispatch.core import Channel, Command
 from services.dispatch.job import Job
 from services.dispatch.loop import EchoWaitInterrupted
 from services.dispatch.metrics import DELIVERY, DispatchMetrics
@@ -81,8 +81,8 @@ class Delivery:
         then be committed with it. The send record says DONE once that transaction has committed."""
         before, after = job.record, done(str(state), message_id)
 
-        async def record_done() -> None:
-            await self.records.step(job.command_id, before, after)
+        def record_done() -> Awaitable[None]:
+            return self.records.step_soon(job.command_id, before, after)
 
         result = self.outputs.result(job.command_id, job.channel_id, state, message_id=message_id, error=error,
                                      resolved_by=resolved_by)
@@ -102,21 +102,24 @@ class Delivery:
         return (current is not None and current.state is SendState.DONE) or job.command_id in self._awaiting
 
     async def deliver(self, job: Job) -> None:
+        claimed = await self._claim(job)  # the first attempt's `sending`, written unless the record says otherwise
         current = self.records.current(job.command_id, job.record)
         state = current.state if current is not None else None
         if state is SendState.DONE:
             return self.skip(job)
         if state is SendState.SENT:
             return await self._sent(job, current.message_id if current else None)
-        if state is SendState.SENDING and not self.idempotent(job.channel.provider):
+        if state is SendState.SENDING and claimed is None and not self.idempotent(job.channel.provider):
             attempted = current.at if current is not None and current.at is not None else self.clock.time()
             return self._unknown(job, attempted, DELIVERY_UNKNOWN)
-        request = render_command(job.command, job.channel)
         for attempt in range(1, self.policy.attempts_in_place + 1):
-            attempted = self.clock.time()
-            job.record = await self.records.step(job.command_id, job.record, sending(attempted))
+            if claimed is not None:
+                attempted, claimed = claimed, None
+            else:
+                attempted = self.clock.time()
+                job.record = await self.records.step(job.command_id, job.record, sending(attempted))
             try:
-                message_id = await self._call(job, request)
+                message_id = await self._call(job, job.request)
             except SendFailed as exc:
                 return self.finish(job, ResultState.FAILED, error=Failure(
                     ErrorCode.PROVIDER_REJECTED, f"the provider refused the request with HTTP {exc.status}",
@@ -134,13 +137,44 @@ class Delivery:
                 self.metrics.delivery.retries.inc()
                 await self.clock.sleep(self.policy.backoff.delay(attempt, exc.retry_after))
                 continue
-            job.record = await self.records.step(job.command_id, job.record, sent(message_id))
-            return await self._sent(job, message_id)
+            # `sent` and the sent map join one pipeline; the result waits for both.
+            written = self.records.step_soon(job.command_id, job.record, sent(message_id))
+            job.record = sent(message_id)
+            return await self._sent(job, message_id, written=written)
 
-    async def _sent(self, job: Job, message_id: str | None, resolved_by: str | None = None) -> None:
-        """Remembered in the sent map (and its offer) before the `sent` result: receipts and replies find it."""
+    async def _claim(self, job: Job) -> float | None:
+        """For a job whose record this process has not seen: one check-and-set writes `sending` (its time is
+        returned) or reads the record that stands in the way (job.record, None returned)."""
+        if job.known:
+            return None
+        job.known = True
+        finished = self.records.current(job.command_id, None)
+        if finished is not None:  # a copy finished in this process: nothing to write, it is skipped
+            job.record = finished
+            return None
+        attempted = self.clock.time()
+        stored = await self.records.claim_sending(job.command_id, sending(attempted))
+        job.record = stored if stored is not None else sending(attempted)
+        return attempted if stored is None else None
+
+    async def end_unsent(self, job: Job, state: ResultState, error: Failure) -> None:
+        """Expired or refused before any attempt: the terminal result, unless the record (read first when
+        this process has not seen it) says the command ended already."""
+        if not job.known:
+            job.known = True
+            job.record = (await self.records.read([job.command_id])).get(job.command_id)
+        if self.finished_here(job):
+            return self.skip(job)
+        self.finish(job, state, error=error)
+
+    async def _sent(self, job: Job, message_id: str | None, resolved_by: str | None = None,
+                    written: Awaitable[None] | None = None) -> None:
+        """Remembered in the sent map (and its offer) before the `sent` result: receipts and replies find it.
+        `written`: the `sent` record's write, queued by the caller; the result waits for it too."""
         if message_id and self.loop is not None:
             await self.loop.remember(job.command, job.channel, message_id, resolved_by)
+        if written is not None:
+            await written
         self.finish(job, ResultState.SENT, message_id=message_id, resolved_by=resolved_by)
 
     # --- unknown outcomes --------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Every command is validated, authorised (by channel token; commands from the retry topic carry none and
 are checked only for channel status) and rendered before it is queued, so what the provider cannot
-carry is refused at once. The batch's send records are read in one round trip.
+carry is refused at once. Send records are not read for what is queued (the first `sending` is a
+check-and-set in delivery.py); the refusals of a batch read theirs in one round trip.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from apiplus.decode import parse_object
 from apiplus.envelope import parse_rfc3339
 from apiplus.errors import ErrorCode, PermanentError
 from services.dispatch.commits import Commits
-from services.dispatch.core import Channel, Command, authorize, parse_command, render_command
+from services.dispatch.core import Channel, Command, Request, authorize, parse_command, render_command
 from services.dispatch.holding import Deadlines
 from services.dispatch.job import Job
 from services.dispatch.lanes import Lanes
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.outcome import Failure, ResultState
 from services.dispatch.progress import Mark
-from services.dispatch.record import SendRecord, SendState
+from services.dispatch.record import SendRecord
 from services.dispatch.results import NOT_BEFORE_HEADER, RETRY_HEADER, Outputs
 from services.dispatch.store import SendRecords
 
@@ -49,50 +50,53 @@ class Intake:
         self.max_hold = max_hold
 
     async def accept_batch(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        """Queue what is valid; refuse the rest. Send records are not read here: the first `sending` is a
+        check-and-set (delivery.py), so only refusals read theirs, in one round trip per batch."""
         source = "retry" if tp.topic == self.retry_topic else "commands"
-        decoded: list[tuple[Any, dict[str, Any]]] = []
+        refused: list[tuple[Any, dict[str, Any], PermanentError]] = []
+        self.metrics.commands(source).inc(len(records))
+        accepted = 0
         for record in records:
             self.commits.add(tp, record.offset)
-            self.metrics.commands(source).inc()
-            if self.outputs.committed(tp, record.offset) is Mark.FINISHED:  # before a restart
+            reported = self.outputs.committed(tp, record.offset)  # how far it got before a restart
+            if reported is Mark.FINISHED:
                 self.metrics.duplicates.inc()
                 self.commits.done(tp, record.offset)
                 continue
             try:
-                decoded.append((record, parse_object(record.value)))
+                data = parse_object(record.value)
             except PermanentError as exc:
                 self.metrics.intake.record("dead_lettered")
                 self.outputs.finished(tp, record.offset, [self.outputs.dead_letter(record, exc)])
                 self.commits.done(tp, record.offset)
-        stored = await self.records.read([_text(data, "command_id") or "" for _, data in decoded])
-        for record, data in decoded:
-            await self.accept(tp, record, data, stored.get(_text(data, "command_id") or ""))
+                continue
+            try:
+                command, channel, request = self._check(tp, data)
+            except PermanentError as exc:
+                self.metrics.intake.record("dead_lettered")
+                refused.append((record, data, exc))
+                continue
+            accepted += 1
+            await self._queue(tp, record, command, channel, request, reported)
+        self.metrics.intake.record("ok", accepted)
+        if refused:
+            stored = await self.records.read([_text(data, "command_id") or "" for _, data, _ in refused])
+            for record, data, error in refused:
+                self._refuse(tp, record, data, error, stored.get(_text(data, "command_id") or ""))
 
-    async def accept(self, tp: TopicPartition, record: Any, data: dict[str, Any], stored: SendRecord | None) -> None:
-        try:
-            command, channel = self._check(tp, data)
-        except PermanentError as exc:
-            self.metrics.intake.record("dead_lettered")
-            self._refuse(tp, record, data, exc, stored)
-            return
-        self.metrics.intake.record("ok")
-        if stored is not None and stored.state is SendState.DONE:
-            self.metrics.duplicates.inc()
-            self.commits.done(tp, record.offset)
-            return
+    async def _queue(self, tp: TopicPartition, record: Any, command: Command, channel: Channel,
+                     request: Request, reported: Mark) -> None:
         headers = dict(record.headers or ())
-        now = self.clock.time()
-        reported = self.outputs.committed(tp, record.offset)
         not_after = parse_rfc3339(command.not_after).timestamp() if command.not_after is not None else None
         await self.lanes.add(Job(
-            tp=tp, offset=record.offset, command=command, channel=channel, raw=record.value,
-            deadlines=Deadlines(accepted_at=now, not_after=not_after, max_hold=self.max_hold),
+            tp=tp, offset=record.offset, command=command, channel=channel, request=request, raw=record.value,
+            deadlines=Deadlines(accepted_at=self.clock.time(), not_after=not_after, max_hold=self.max_hold),
             retry_round=int(headers.get(RETRY_HEADER, b"0") or 0),
             not_before=float(headers.get(NOT_BEFORE_HEADER, b"0") or 0),
-            record=stored, queued_reported=reported >= Mark.QUEUED, held_reported=reported >= Mark.HELD,
+            queued_reported=reported >= Mark.QUEUED, held_reported=reported >= Mark.HELD,
         ))
 
-    def _check(self, tp: TopicPartition, data: dict[str, Any]) -> tuple[Command, Channel]:
+    def _check(self, tp: TopicPartition, data: dict[str, Any]) -> tuple[Command, Channel, Request]:
         parked = tp.topic == self.retry_topic
         command = parse_command(data, token_required=not parked)
         channel = self.channel(command.channel_id)
@@ -101,8 +105,8 @@ class Intake:
         elif channel is None or channel.status != "active":
             raise PermanentError(ErrorCode.CHANNEL_INACTIVE, "the channel is no longer active", "channel_id")
         assert channel is not None
-        render_command(command, channel)  # refuse what the provider cannot carry before queueing
-        return command, channel
+        # Rendered once, here: what the provider cannot carry is refused before it is queued.
+        return command, channel, render_command(command, channel)
 
     def _refuse(self, tp: TopicPartition, record: Any, data: dict[str, Any], exc: PermanentError,
                 stored: SendRecord | None) -> None:

@@ -8,6 +8,7 @@ from aiokafka import TopicPartition
 
 from services.dispatch.core import Channel, Command
 from services.dispatch.holding import Deadlines
+from services.dispatch.providers import Request
 from services.dispatch.record import SendRecord
 
 
@@ -17,6 +18,7 @@ class Job:
     offset: int
     command: Command
     channel: Channel
+    request: Request  # rendered once, at intake (which refuses what cannot be rendered)
     raw: bytes
     deadlines: Deadlines
     retry_round: int = 0
@@ -24,6 +26,9 @@ class Job:
     queued_reported: bool = False  # its `queued` result is out (or committed before a restart)
     held_reported: bool = False
     record: SendRecord | None = None  # the send record as last read or written by this process
+    # False until this process has read or written the record: intake does not read it; the first
+    # `sending` is a check-and-set that returns the stored record instead when one says otherwise.
+    known: bool = False
 
     @property
     def command_id(self) -> str:

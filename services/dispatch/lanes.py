@@ -26,6 +26,8 @@ from services.dispatch.pacing import Pacer
 from services.dispatch.providers import PacingRule
 from services.dispatch.results import Outputs
 
+PACER_SWEEP_SECONDS = 60.0
+
 
 @dataclass
 class Lane:
@@ -60,6 +62,7 @@ class Lanes:
         self.pacers: dict[str, Pacer] = {}
         self.buffered = 0
         self.stopping = asyncio.Event()
+        self._swept = float("-inf")
 
     async def add(self, job: Job) -> None:
         lane = self.lanes.get(job.channel_id)
@@ -67,7 +70,7 @@ class Lanes:
             pacer = self.pacers.setdefault(job.channel_id, Pacer())
             lane = self.lanes[job.channel_id] = Lane(job.channel_id, pacer)
         if len(lane.jobs) >= self.rules.max_queue:
-            self.delivery.finish(job, ResultState.EXPIRED, error=QUEUE_FULL)
+            await self.delivery.end_unsent(job, ResultState.EXPIRED, QUEUE_FULL)
             return
         lane.jobs.append(job)
         self.buffered += 1
@@ -96,7 +99,7 @@ class Lanes:
             expired = expiry(job.deadlines, now)
             if expired is not None:
                 self._pop(lane)
-                self.delivery.finish(job, ResultState.EXPIRED, error=expired)
+                await self.delivery.end_unsent(job, ResultState.EXPIRED, expired)
                 continue
             if not self.rules.is_open(lane.channel_id):
                 self._report_held(lane)
@@ -160,7 +163,12 @@ class Lanes:
                 self.lanes.pop(channel_id, None)
 
     def forget_idle_pacers(self) -> None:
+        """Drop what pacing no longer needs to remember. A pacer stays needed for up to an hour after its last
+        send, so one sweep a minute is enough; a sweep visits every channel sent to in the last hour."""
         now = self.clock.time()
+        if now - self._swept < PACER_SWEEP_SECONDS:
+            return
+        self._swept = now
         self.pacers = {c: p for c, p in self.pacers.items() if c in self.lanes or not p.idle(now)}
 
     def counts(self) -> tuple[int, int, int]:

@@ -34,9 +34,10 @@ async def _direct(operation: Callable[[], Awaitable[Any]]) -> Any:
 
 
 class LoopStore:
-    def __init__(self, redis: aioredis.Redis, settings: LoopSettings, call: RedisCall = _direct) -> None:
+    def __init__(self, redis: aioredis.Redis, settings: LoopSettings, call: RedisCall = _direct,
+                 batcher: RedisBatcher | None = None) -> None:
         self.redis = redis
-        self.batcher = RedisBatcher(redis)
+        self.batcher = batcher or RedisBatcher(redis)  # the send records' batcher: one pipeline for both
         self.settings = settings
         self._call = call  # the worker's "wait a Redis outage out" wrapper
 
@@ -46,7 +47,7 @@ class LoopStore:
         plan = remember(command, channel, message_id, time.time(), sent_ttl=self.settings.sent_ttl_seconds,
                         offer_window=self.settings.offer_window_seconds, resolved_by=resolved_by)
         # Coalesced with the other lanes' writes of this loop iteration: one round trip for many sends.
-        await self._call(lambda: asyncio.gather(*(self.batcher.execute("SET", key, value, "EX", ttl)
+        await self._call(lambda: asyncio.gather(*(self.batcher.submit("SET", key, value, "EX", ttl)
                                                   for key, value, ttl in plan.writes)))
 
     async def find_echo(self, command: Command, channel: Channel, attempt_at: float) -> str | None:

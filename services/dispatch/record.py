@@ -38,6 +38,13 @@ ALLOWED: dict[SendState | None, frozenset[SendState]] = {
 }
 
 
+# The stored states a first `sending` may replace without knowing them beforehand (store.claim): none
+# (never attempted) or `retrying` (the provider did not take the request). `sending` is allowed after
+# `sending` only to the process that wrote it, or where the provider honours idempotency keys.
+CLAIMABLE: frozenset[SendState | None] = frozenset({None, SendState.RETRYING})
+assert all(SendState.SENDING in ALLOWED[state] for state in CLAIMABLE)
+
+
 class InvalidTransition(Exception):
     """A programming error: the worker tried a step the state machine does not allow."""
 

@@ -4,6 +4,7 @@ in-memory send-record store and a scripted provider. No Kafka, no Redis, no slee
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -12,12 +13,13 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from apiplus.backoff import Backoff
 from apiplus.dlq import DeadLetterWriter
 from apiplus.harness import Harness, ManualClock
 from services.dispatch.commits import Commits
-from services.dispatch.core import Channel, parse_command
+from services.dispatch.core import Channel, parse_command, render_command
 from services.dispatch.delivery import Delivery, RetryPolicy
 from services.dispatch.holding import Deadlines
 from services.dispatch.job import Job
@@ -26,10 +28,10 @@ from services.dispatch.metrics import DELIVERY, INTAKE, DispatchMetrics
 from services.dispatch.outbox import Outboxes
 from services.dispatch.progress import Mark
 from services.dispatch.providers import PacingRule, Request
-from services.dispatch.record import SendState, sending
+from services.dispatch.record import SendRecord, SendState, done, retrying, sending, sent
 from services.dispatch.results import RETRY_HEADER, Outputs
 from services.dispatch.sender import SendFailed, SendUnavailable
-from services.dispatch.store import MemoryRecordStore, SendRecords
+from services.dispatch.store import KEY_PREFIX, MemoryRecordStore, RedisRecordStore, SendRecords
 
 T0 = 1_700_000_000.0
 TP = TopicPartition("commands", 0)
@@ -107,9 +109,12 @@ class Rig:
             await self.outboxes.assign([TP])
         offset = next(self._offsets)
         self.commits.add(TP, offset)
-        queued = Job(tp=TP, offset=offset, command=parse_command(data), raw=orjson.dumps(data),
-                     channel=Channel(channel, "t", "x", "simulator", "plus", "active"),
-                     deadlines=Deadlines(self.clock.time(), not_after, max_hold=3600.0), **job)
+        stored = job.pop("record", None)
+        if stored is not None:  # as a crash left it: the worker finds it with its first `sending`
+            self.store.records[name] = stored
+        command, on = parse_command(data), Channel(channel, "t", "x", "simulator", "plus", "active")
+        queued = Job(tp=TP, offset=offset, command=command, channel=on, request=render_command(command, on),
+                     raw=orjson.dumps(data), deadlines=Deadlines(self.clock.time(), not_after, max_hold=3600.0), **job)
         await self.lanes.add(queued)
         await self.settle()
         return queued
@@ -201,6 +206,20 @@ async def test_pacing_holds_across_an_emptied_queue() -> None:
     await rig.advance(3000)
     assert [t - T0 for _, _, t in rig.provider.calls] == [0.0, 4.0, 3600.0]
     await rig.advance(3600)
+    rig.lanes.forget_idle_pacers()
+    assert rig.lanes.pacers == {}
+
+
+async def test_idle_pacers_are_swept_at_most_once_a_minute() -> None:
+    rig = Rig(pacing=lambda _: PacingRule(min_gap=1.0, jitter=0.0, hourly_cap=100))
+    await rig.add("a", "ch")  # sent at T0
+    await rig.advance(3599)
+    rig.lanes.forget_idle_pacers()  # its send is still in the hour: kept
+    assert set(rig.lanes.pacers) == {"ch"}
+    await rig.advance(30)  # idle now, but the last sweep was 30 s ago
+    rig.lanes.forget_idle_pacers()
+    assert set(rig.lanes.pacers) == {"ch"}
+    await rig.advance(31)
     rig.lanes.forget_idle_pacers()
     assert rig.lanes.pacers == {}
 
@@ -305,3 +324,87 @@ async def test_drain_drops_unstarted_work_of_revoked_partitions(revoked: bool) -
     await rig.lanes.drain([TP] if revoked else [TopicPartition("other", 0)])
     assert rig.lanes.counts()[0] == (0 if revoked else 1)
     assert rig.lanes.buffered == (0 if revoked else 1)
+
+
+async def test_the_first_sending_claims_an_absent_or_retrying_record_and_nothing_else() -> None:
+    store = MemoryRecordStore()
+    store.records.update({"retrying": retrying(), "sending": sending(T0), "sent": sent("M1"), "done": done("sent")})
+    new = sending(T0 + 1)
+    assert await store.claim("absent", new) is None
+    assert await store.claim("retrying", new) is None
+    assert [await store.claim(i, new) for i in ("sending", "sent", "done")] == [sending(T0), sent("M1"), done("sent")]
+    assert store.records == {"absent": new, "retrying": new, "sending": sending(T0), "sent": sent("M1"),
+                             "done": done("sent")}
+
+
+async def test_a_copy_finished_elsewhere_is_skipped_by_its_first_sending_without_a_request() -> None:
+    """Intake no longer reads the record: the check-and-set before the request finds DONE (or SENT) instead."""
+    rig = Rig()
+    await rig.add("republished", record=done("sent", "M1"))
+    await rig.add("crashed-after-send", record=sent("M2"))
+    await rig.add("parked-earlier", record=retrying())
+    assert rig.sent() == ["parked-earlier"]
+    assert [(c, s) for c, s in rig.producer.results() if s != "queued"] == [
+        ("crashed-after-send", "sent"), ("parked-earlier", "sent")]
+    assert rig.commits.position(TP) == 3
+    assert rig.state("republished") is SendState.DONE
+
+
+async def test_a_finished_copy_that_waits_out_its_hold_is_skipped_not_expired() -> None:
+    rig = Rig()
+    rig.open["ch"] = False
+    await rig.add("republished", record=done("sent", "M1"), not_after=T0 + 5)
+    await rig.add("new", not_after=T0 + 5)
+    await rig.advance(10)
+    assert rig.sent() == []
+    assert [(c, s) for c, s in rig.producer.results() if s not in ("queued", "held")] == [("new", "expired")]
+    assert rig.commits.position(TP) == 2
+
+
+class FlakyRedis:
+    """Just enough of redis.asyncio for the record store's pipelines: the first `failures` pipelines fail."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.data: dict[str, bytes] = {}
+        self._stack: list[tuple[Any, ...]] = []
+
+    def pipeline(self, transaction: bool = False) -> FlakyRedis:
+        return self
+
+    async def __aenter__(self) -> FlakyRedis:
+        self._stack = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def execute_command(self, *args: Any) -> None:
+        self._stack.append(args)
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.failures:
+            self.failures -= 1
+            raise RedisConnectionError("down")
+        for name, key, value, *_ in self._stack:
+            assert name == "SET"
+            self.data[key] = value
+        return [True] * len(self._stack)
+
+
+async def test_a_done_written_without_a_task_still_waits_a_redis_outage_out() -> None:
+    h = Harness(start=T0)
+    redis = FlakyRedis(failures=2)
+    errors: list[None] = []
+    records = SendRecords(RedisRecordStore(redis, 60, on_error=lambda: errors.append(None),  # type: ignore[arg-type]
+                                           backoff=Backoff(first=0.2, cap=1.0), clock=h.clock))
+    written = asyncio.ensure_future(h.clock.run(asyncio.gather(
+        records.step_soon("a", sent("M1"), done("sent", "M1")), records.step_soon("b", None, done("expired")))))
+    await h.clock.settle()
+    assert not written.done()
+    assert errors  # the first pipeline failed: retried with backoff
+    await h.clock.advance(5)
+    await written
+    assert {k.removeprefix(KEY_PREFIX): SendRecord.from_json(v) for k, v in redis.data.items()} == {
+        "a": done("sent", "M1"), "b": done("expired")}
+    assert records.current("a", None) == done("unknown")  # remembered as finished here at once
