@@ -168,10 +168,10 @@ class HealthHandler:
         channel_id = event.get("channel_id")
         if not isinstance(channel_id, str) or not isinstance(event.get("type"), str):
             raise PermanentError(ErrorCode.MISSING_FIELD, "canonical event without channel_id or type", "channel_id")
-        stored = state.get(channel_id)
-        before = ChannelHealth.from_dict(stored) if stored is not None else None
+        before: ChannelHealth | None = state.get(channel_id)
         after, change = observe(before, event, self.rules)
-        state.put(channel_id, after.to_dict())
+        if after != before:
+            state.put(channel_id, after)
         if event["type"] == "connection.update" and event["connection"]["state"] in ("closed", "logged_out"):
             self.metrics.disconnects.labels(reason=event["connection"].get("reason") or "unknown").inc()
         elif event["type"] == "qr.updated":
@@ -184,10 +184,10 @@ class HealthHandler:
         states: collections.Counter[str] = collections.Counter()
         conditions: collections.Counter[str] = collections.Counter()
         for channel_id in state.keys():  # noqa: SIM118 - PartitionState is not a dict
-            h = ChannelHealth.from_dict(state.get(channel_id))
+            h: ChannelHealth = state.get(channel_id)
             after, change = settle(h, h, moment, self.rules)
             if change is not None:
-                state.put(channel_id, after.to_dict())
+                state.put(channel_id, after)
                 outputs += await self._publish(channel_id, after, change)
             states[after.state] += 1
             conditions.update(after.conditions)
@@ -265,6 +265,9 @@ def build(
             topics=[settings.events_topic],
             changelog_topic=settings.state_topic,
             tick_interval=settings.tick_seconds,
+            # The table holds decoded ChannelHealth values; each changed channel is encoded once per batch.
+            state_encode=ChannelHealth.encode,
+            state_decode=ChannelHealth.decode,
         ),
         clients,
         HealthHandler(settings, rules, redis, metrics),
