@@ -159,11 +159,24 @@ class HealthHandler:
         self.redis = redis
         self.metrics = metrics
         self._census: dict[int, tuple[collections.Counter[str], collections.Counter[str]]] = {}
+        # The Redis copy of each channel's health, written once per batch (last change per channel wins).
+        self._copies: dict[str, bytes] = {}
+        self._last: tuple[str, int, int] | None = None
 
     async def prepare(self, records: Sequence[Any]) -> None:
-        """Nothing to look up per batch: a channel's health is all in the partition's table."""
+        """Nothing to look up per batch: a channel's health is all in the partition's table. Notes the
+        batch's last record, after which the batch's Redis copies are written."""
+        await self._write_copies()  # left by a batch that ended early
+        self._last = _position(records[-1]) if records else None
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
+        try:
+            return self._observe(record, state)
+        finally:
+            if _position(record) == self._last:
+                await self._write_copies()
+
+    def _observe(self, record: Any, state: PartitionState) -> list[Output]:
         event = parse_object(record.value)
         channel_id = event.get("channel_id")
         if not isinstance(channel_id, str) or not isinstance(event.get("type"), str):
@@ -176,7 +189,7 @@ class HealthHandler:
             self.metrics.disconnects.labels(reason=event["connection"].get("reason") or "unknown").inc()
         elif event["type"] == "qr.updated":
             self.metrics.qr_codes.inc()
-        return await self._publish(channel_id, after, change)
+        return self._publish(channel_id, change)
 
     async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
         moment = datetime.fromtimestamp(now, tz=UTC)
@@ -188,11 +201,12 @@ class HealthHandler:
             after, change = settle(h, h, moment, self.rules)
             if change is not None:
                 state.put(channel_id, after)
-                outputs += await self._publish(channel_id, after, change)
+                outputs += self._publish(channel_id, change)
             states[after.state] += 1
             conditions.update(after.conditions)
         self._census[state.partition] = (states, conditions)
         self._export_census()
+        await self._write_copies()
         return outputs
 
     def _export_census(self) -> None:
@@ -203,17 +217,24 @@ class HealthHandler:
                 sum(c[1][name] for c in self._census.values())
             )
 
-    async def _publish(self, channel_id: str, h: ChannelHealth, change: dict[str, Any] | None) -> list[Output]:
+    def _publish(self, channel_id: str, change: dict[str, Any] | None) -> list[Output]:
         if change is None:
             return []
         self.metrics.health_changes.inc()
         payload = orjson.dumps(change)
+        self._copies[HEALTH_KEY + channel_id] = payload
+        return [Output(self.settings.health_topic, payload, key=channel_id.encode())]
+
+    async def _write_copies(self) -> None:
+        """One MSET for the batch's changed channels, before its transaction commits (as each SET was)."""
+        if not self._copies:
+            return
+        copies, self._copies = self._copies, {}
         try:
-            await self.redis.set(HEALTH_KEY + channel_id, payload)
+            await self.redis.mset(copies)
         except (RedisError, OSError):
             # The compacted topic is the source of truth; the Redis copy catches up on the next change.
             self.metrics.redis_errors.inc()
-        return [Output(self.settings.health_topic, payload, key=channel_id.encode())]
 
 
 def build(
