@@ -173,7 +173,7 @@ class HealthHandler:
         try:
             return self._observe(record, state)
         finally:
-            if _position(record) == self._last:
+            if self._last is None or _position(record) == self._last:  # None: handled outside a prepared batch
                 await self._write_copies()
 
     def _observe(self, record: Any, state: PartitionState) -> list[Output]:
