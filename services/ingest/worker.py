@@ -80,7 +80,7 @@ class NormalizeHandler:
         self._prepared: dict[tuple[str, int, int], Outcome | PermanentError] = {}
 
     async def prepare(self, records: Sequence[Any]) -> None:
-        """Normalise the batch and check all its event ids against Redis in one pipeline."""
+        """Normalise the batch and check all its event ids against Redis in one call."""
         self._prepared = {}
         for record in records:
             ctx = Context(dialect=dialect_header(record.headers), received_at_ms=record.timestamp,
