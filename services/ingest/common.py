@@ -108,6 +108,8 @@ class Outcome:
 # --- field access with specific errors -------------------------------------------------------------
 def get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str, required: bool = True) -> Any:
     value = obj.get(key)
+    if type(value) is kind:  # the usual case, decided at once (a bool is never `type(...) is int`)
+        return value
     if value is None:
         if required:
             raise PermanentError(ErrorCode.MISSING_FIELD, f"{path} is required", field=path)
@@ -222,6 +224,8 @@ def valid_zone(zone: str) -> bool:
 def digits_of(jid: str) -> str:
     """`5511999999999@s.whatsapp.net` or `+55 11 99999-9999` -> `5511999999999`; device suffixes dropped."""
     user = jid.split("@", 1)[0].split(":", 1)[0]
+    if user.isdigit():  # the usual case: nothing to drop
+        return user
     return "".join(ch for ch in user if ch.isdigit())
 
 

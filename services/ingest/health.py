@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from apiplus.envelope import deterministic_id, make_event, parse_rfc3339, rfc3339
 from services.ingest.core import PRODUCER
 
@@ -69,6 +71,14 @@ class ChannelHealth:
             version=int(data.get("version", 0)),
         )
 
+    def encode(self) -> bytes:
+        """The changelog value (`to_dict` as JSON)."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ChannelHealth:
+        return cls.from_dict(orjson.loads(raw))
+
     def disconnects_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for _, reason in self.disconnects:
@@ -77,53 +87,71 @@ class ChannelHealth:
 
 
 def _later(a: str | None, b: str) -> str:
-    return b if a is None or parse_rfc3339(b) >= parse_rfc3339(a) else a
+    if a is None or a == b:
+        return b
+    return b if parse_rfc3339(b) >= parse_rfc3339(a) else a
 
 
 def observe(
     current: ChannelHealth | None, event: dict[str, Any], rules: HealthRules
 ) -> tuple[ChannelHealth, dict[str, Any] | None]:
-    """Fold one canonical event in; a channel.health event when state or conditions changed."""
+    """Fold one canonical event in; a channel.health event when state or conditions changed.
+
+    The new fields are worked out first and the (immutable) health is rebuilt once, only when one of
+    them changed: this runs for every event ingest publishes."""
     h = current or ChannelHealth(channel_id=event["channel_id"])
     at = event["occurred_at"]
-    h = replace(h, source=event.get("source", h.source), last_event_at=_later(h.last_event_at, at))
+    source = event.get("source", h.source)
+    last_event_at = _later(h.last_event_at, at)
+    state, since, disconnects, qr_since_open = h.state, h.since, h.disconnects, h.qr_since_open
+    last_code, last_reason = h.last_code, h.last_reason
     kind = event["type"]
     if kind == "connection.update":
         conn = event["connection"]
-        state = conn["state"]
-        reason = conn.get("reason")
-        if state in ("closed", "logged_out"):
-            h = replace(h, disconnects=(*h.disconnects, (at, reason or state)))
-        if state != h.state:
-            h = replace(h, state=state, since=at)
-        h = replace(h, last_code=conn.get("code"), last_reason=reason)
-        if state == "open":
-            h = replace(h, qr_since_open=0)
+        new_state = conn["state"]
+        last_code, last_reason = conn.get("code"), conn.get("reason")
+        if new_state in ("closed", "logged_out"):
+            disconnects = (*disconnects, (at, last_reason or new_state))
+        if new_state != state:
+            state, since = new_state, at
+        if new_state == "open":
+            qr_since_open = 0
     elif kind == "qr.updated":
-        h = replace(h, qr_since_open=h.qr_since_open + 1)
-        if h.state != "qr":
-            h = replace(h, state="qr", since=at)
-    return settle(current, h, parse_rfc3339(h.last_event_at or at), rules)
+        qr_since_open += 1
+        if state != "qr":
+            state, since = "qr", at
+    if (source, last_event_at, state, since, disconnects, qr_since_open, last_code, last_reason) != (
+        h.source, h.last_event_at, h.state, h.since, h.disconnects, h.qr_since_open, h.last_code, h.last_reason
+    ):
+        h = replace(h, source=source, last_event_at=last_event_at, state=state, since=since, disconnects=disconnects,
+                    qr_since_open=qr_since_open, last_code=last_code, last_reason=last_reason)
+    return settle(current, h, parse_rfc3339(last_event_at), rules)
 
 
 def settle(
     before: ChannelHealth | None, h: ChannelHealth, now: datetime, rules: HealthRules
 ) -> tuple[ChannelHealth, dict[str, Any] | None]:
     """Trim the windows, derive conditions at `now`, and say whether anything visible changed."""
-    horizon = now - rules.history
-    kept = tuple(d for d in h.disconnects if parse_rfc3339(d[0]) >= horizon)
-    flap_from = now - rules.flapping_window
-    recent = sum(1 for at, reason in kept if reason not in NOT_A_DISCONNECT and parse_rfc3339(at) >= flap_from)
-    conditions = []
+    kept = h.disconnects
+    recent = 0
+    if kept:
+        horizon = now - rules.history
+        flap_from = now - rules.flapping_window
+        times = [(parse_rfc3339(at), reason) for at, reason in kept]
+        kept = tuple(d for d, (moment, _) in zip(kept, times, strict=True) if moment >= horizon)
+        recent = sum(1 for moment, reason in times
+                     if moment >= horizon and reason not in NOT_A_DISCONNECT and moment >= flap_from)
+    conditions: tuple[str, ...] = ()
     if recent >= rules.flapping_disconnects:
-        conditions.append("flapping")
+        conditions += ("flapping",)
     if h.qr_since_open >= rules.qr_loop_codes and h.state != "open":
-        conditions.append("qr_loop")
+        conditions += ("qr_loop",)
     if h.state == "open" and h.last_event_at and now - parse_rfc3339(h.last_event_at) >= rules.stale_after:
-        conditions.append("stale")
+        conditions += ("stale",)
     if h.state == "logged_out":
-        conditions.append("logged_out")
-    h = replace(h, disconnects=kept, conditions=tuple(conditions))
+        conditions += ("logged_out",)
+    if kept != h.disconnects or conditions != h.conditions:
+        h = replace(h, disconnects=kept, conditions=conditions)
     changed = before is None or (before.state, before.conditions) != (h.state, h.conditions)
     if not changed:
         return h, None

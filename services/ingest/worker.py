@@ -19,10 +19,11 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
+from apiplus.clock import SYSTEM_CLOCK, Clock
 from apiplus.decode import parse_object
-from apiplus.dlq import dead_letter
-from apiplus.errors import ErrorCode, PermanentError, TransientError
-from apiplus.kafka import KafkaClientConfig, KafkaClients
+from apiplus.dlq import DeadLetterWriter
+from apiplus.errors import ErrorCode, PermanentError
+from apiplus.kafka import ClientFactory, KafkaClientConfig, KafkaClients
 from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
 from apiplus.schemas import validate
 from apiplus.topics import dlq_name
@@ -30,12 +31,12 @@ from services.ingest.core import PRODUCER, Context, Outcome, normalize
 from services.ingest.health import CONDITIONS, STATES, ChannelHealth, HealthRules, observe, settle
 from services.ingest.loop import ReplyCorrelator
 from services.ingest.metrics import IngestMetrics
+from services.ingest.seen import SeenMarkers, position_marker
 from services.ingest.settings import IngestSettings
 
 log = logging.getLogger("apiplus.ingest")
 DIALECT_HEADERS = ("x-apiplus-dialect", "dialect")
 HEALTH_KEY = "apiplus:health:"
-SEEN_KEY = "apiplus:ingest:seen:"
 
 
 def dialect_header(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
@@ -64,15 +65,22 @@ def normalize_record(raw: bytes | None, ctx: Context, max_bytes: int) -> Outcome
 
 
 class NormalizeHandler:
-    def __init__(self, settings: IngestSettings, redis: aioredis.Redis, metrics: IngestMetrics) -> None:
+    def __init__(self, settings: IngestSettings, redis: aioredis.Redis, metrics: IngestMetrics,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.redis = redis
         self.metrics = metrics
+        raw_dlq = dlq_name(settings.raw_topic)
+        # Every raw source, Evolution's own topics included, dead-letters to one place; the processor
+        # running this handler routes its own dead letters with the same writer's `route`.
+        self.dead_letters = DeadLetterWriter(PRODUCER, route=lambda _topic: raw_dlq,
+                                             on_written=metrics.worker.stage("normalize").dead_letter, clock=clock)
         self.replies = ReplyCorrelator(redis, metrics, settings.offer_window_seconds)
+        self.seen = SeenMarkers(redis, settings.dedupe_window_seconds)
         self._prepared: dict[tuple[str, int, int], Outcome | PermanentError] = {}
 
     async def prepare(self, records: Sequence[Any]) -> None:
-        """Normalise the batch and check all its event ids against Redis in one pipeline."""
+        """Normalise the batch and check all its event ids against Redis in one call."""
         self._prepared = {}
         for record in records:
             ctx = Context(dialect=dialect_header(record.headers), received_at_ms=record.timestamp,
@@ -113,44 +121,25 @@ class NormalizeHandler:
             self.metrics.events(event["source"], event["type"]).inc()
             outputs.append(Output(self.settings.events_topic, orjson.dumps(event), key=event["channel_id"].encode()))
         if refusal is not None:  # some items refused, the others published: the record is dead-lettered too
-            outputs.append(self._dead_letter(record, refusal))
+            outputs.append(self.dead_letters.output(record, refusal))
         return outputs
 
-    def _dead_letter(self, record: Any, error: PermanentError) -> Output:
-        self.metrics.worker.stage("normalize").dead_letter(str(error.code))
-        value = dead_letter(producer=PRODUCER, topic=record.topic, partition=record.partition, offset=record.offset,
-                            raw=record.value, error=error)
-        return Output(dlq_name(self.settings.raw_topic), orjson.dumps(value), key=record.key)
-
     async def _duplicates(self, records: Sequence[Any]) -> dict[tuple[str, int, int], set[str]]:
-        """Event ids (of every type) first seen at another record. Seen at this very record means a retry.
-
-        Marking happens before the transaction commits. If the transaction then aborts, the same
-        record comes back, finds its own position in the marker and is emitted again, so a crash
-        never turns a real message into a "duplicate".
-        """
+        """Event ids (of every type) first seen at another record; seen at this very record means a retry
+        (services/ingest/seen.py). One Redis call for the whole batch."""
         keyed = [
             (key, event)
             for key, outcome in self._prepared.items()
             if isinstance(outcome, Outcome)
             for event in outcome.events
         ]
-        if not keyed:
-            return {}
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key, event in keyed:
-                    # SET NX GET (Redis >= 7.0): the marker already there, or None when this call wrote it.
-                    pipe.set(SEEN_KEY + event["event_id"], _marker(key), nx=True,
-                             ex=self.settings.dedupe_window_seconds, get=True)
-                replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise TransientError(f"redis unavailable for deduplication: {type(exc).__name__}") from exc
+        elsewhere = await self.seen.seen_elsewhere([event["event_id"] for _, event in keyed],
+                                                   [position_marker(*key) for key, _ in keyed])
         found: dict[tuple[str, int, int], set[str]] = {}
-        for (key, event), first_seen in zip(keyed, replies, strict=True):
-            if first_seen is not None and first_seen.decode() != _marker(key):
-                found.setdefault(key, set()).add(event["event_id"])
-                self.metrics.duplicates.labels(source=event["source"]).inc()
+        for index in elsewhere:
+            key, event = keyed[index]
+            found.setdefault(key, set()).add(event["event_id"])
+            self.metrics.duplicates.labels(source=event["source"]).inc()
         return found
 
     async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
@@ -159,10 +148,6 @@ class NormalizeHandler:
 
 def _position(record: Any) -> tuple[str, int, int]:
     return (record.topic, record.partition, record.offset)
-
-
-def _marker(position: tuple[str, int, int]) -> str:
-    return f"{position[0]}:{position[1]}:{position[2]}"
 
 
 class HealthHandler:
@@ -174,24 +159,37 @@ class HealthHandler:
         self.redis = redis
         self.metrics = metrics
         self._census: dict[int, tuple[collections.Counter[str], collections.Counter[str]]] = {}
+        # The Redis copy of each channel's health, written once per batch (last change per channel wins).
+        self._copies: dict[str, bytes] = {}
+        self._last: tuple[str, int, int] | None = None
 
     async def prepare(self, records: Sequence[Any]) -> None:
-        """Nothing to look up per batch: a channel's health is all in the partition's table."""
+        """Nothing to look up per batch: a channel's health is all in the partition's table. Notes the
+        batch's last record, after which the batch's Redis copies are written."""
+        await self._write_copies()  # left by a batch that ended early
+        self._last = _position(records[-1]) if records else None
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
+        try:
+            return self._observe(record, state)
+        finally:
+            if self._last is None or _position(record) == self._last:  # None: handled outside a prepared batch
+                await self._write_copies()
+
+    def _observe(self, record: Any, state: PartitionState) -> list[Output]:
         event = parse_object(record.value)
         channel_id = event.get("channel_id")
         if not isinstance(channel_id, str) or not isinstance(event.get("type"), str):
             raise PermanentError(ErrorCode.MISSING_FIELD, "canonical event without channel_id or type", "channel_id")
-        stored = state.get(channel_id)
-        before = ChannelHealth.from_dict(stored) if stored is not None else None
+        before: ChannelHealth | None = state.get(channel_id)
         after, change = observe(before, event, self.rules)
-        state.put(channel_id, after.to_dict())
+        if after != before:
+            state.put(channel_id, after)
         if event["type"] == "connection.update" and event["connection"]["state"] in ("closed", "logged_out"):
             self.metrics.disconnects.labels(reason=event["connection"].get("reason") or "unknown").inc()
         elif event["type"] == "qr.updated":
             self.metrics.qr_codes.inc()
-        return await self._publish(channel_id, after, change)
+        return self._publish(channel_id, change)
 
     async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
         moment = datetime.fromtimestamp(now, tz=UTC)
@@ -199,15 +197,16 @@ class HealthHandler:
         states: collections.Counter[str] = collections.Counter()
         conditions: collections.Counter[str] = collections.Counter()
         for channel_id in state.keys():  # noqa: SIM118 - PartitionState is not a dict
-            h = ChannelHealth.from_dict(state.get(channel_id))
+            h: ChannelHealth = state.get(channel_id)
             after, change = settle(h, h, moment, self.rules)
             if change is not None:
-                state.put(channel_id, after.to_dict())
-                outputs += await self._publish(channel_id, after, change)
+                state.put(channel_id, after)
+                outputs += self._publish(channel_id, change)
             states[after.state] += 1
             conditions.update(after.conditions)
         self._census[state.partition] = (states, conditions)
         self._export_census()
+        await self._write_copies()
         return outputs
 
     def _export_census(self) -> None:
@@ -218,25 +217,37 @@ class HealthHandler:
                 sum(c[1][name] for c in self._census.values())
             )
 
-    async def _publish(self, channel_id: str, h: ChannelHealth, change: dict[str, Any] | None) -> list[Output]:
+    def _publish(self, channel_id: str, change: dict[str, Any] | None) -> list[Output]:
         if change is None:
             return []
         self.metrics.health_changes.inc()
         payload = orjson.dumps(change)
+        self._copies[HEALTH_KEY + channel_id] = payload
+        return [Output(self.settings.health_topic, payload, key=channel_id.encode())]
+
+    async def _write_copies(self) -> None:
+        """One MSET for the batch's changed channels, before its transaction commits (as each SET was)."""
+        if not self._copies:
+            return
+        copies, self._copies = self._copies, {}
         try:
-            await self.redis.set(HEALTH_KEY + channel_id, payload)
+            await self.redis.mset(copies)
         except (RedisError, OSError):
             # The compacted topic is the source of truth; the Redis copy catches up on the next change.
             self.metrics.redis_errors.inc()
-        return [Output(self.settings.health_topic, payload, key=channel_id.encode())]
 
 
 def build(
-    settings: IngestSettings, registry: CollectorRegistry, redis: aioredis.Redis
+    settings: IngestSettings,
+    registry: CollectorRegistry,
+    redis: aioredis.Redis,
+    clients: ClientFactory | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> tuple[TransactionalProcessor, TransactionalProcessor]:
+    """The two stages; `clients` and `clock` default to the real ones (tests pass the harness's)."""
     metrics = IngestMetrics(registry)
-    clients = KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-ingest"))
-    raw_dlq = dlq_name(settings.raw_topic)
+    if clients is None:
+        clients = KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-ingest"))
     pattern = None
     topics: list[str] = [settings.raw_topic]
     if settings.subscribe_evolution:
@@ -247,19 +258,20 @@ def build(
     def is_external(topic: str) -> bool:
         return topic != settings.raw_topic and evolution.fullmatch(topic) is not None
 
+    normalizer = NormalizeHandler(settings, redis, metrics, clock)
     normalise = TransactionalProcessor(
         ProcessorConfig(
             app="apiplus-ingest",
             group_id=settings.group_id,
             topics=topics,
             pattern=pattern,
-            # Every raw source, Evolution's own topics included, dead-letters to one place.
-            dlq_for=lambda _topic: raw_dlq,
+            dlq_for=normalizer.dead_letters.route,
             lag_topic_label=lambda topic: "evolution.*" if is_external(topic) else topic,
         ),
         clients,
-        NormalizeHandler(settings, redis, metrics),
+        normalizer,
         metrics.worker.stage("normalize"),
+        clock,
     )
     rules = HealthRules(
         flapping_disconnects=settings.flapping_disconnects,
@@ -274,9 +286,13 @@ def build(
             topics=[settings.events_topic],
             changelog_topic=settings.state_topic,
             tick_interval=settings.tick_seconds,
+            # The table holds decoded ChannelHealth values; each changed channel is encoded once per batch.
+            state_encode=ChannelHealth.encode,
+            state_decode=ChannelHealth.decode,
         ),
         clients,
         HealthHandler(settings, rules, redis, metrics),
         metrics.worker.stage("health"),
+        clock,
     )
     return normalise, health

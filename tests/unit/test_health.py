@@ -98,3 +98,22 @@ def test_stale_when_open_and_silent() -> None:
 def test_health_round_trips_through_its_changelog_form() -> None:
     h, _ = fold([conn("open", 0), conn("closed", 1, 428, "connection_closed"), qr(2)])
     assert ChannelHealth.from_dict(h.to_dict()) == h
+
+
+def test_messages_move_only_the_last_event_time_and_never_back() -> None:
+    h, _ = fold([conn("open", 0)])
+    message = {"type": "message.received", "channel_id": "ch", "source": "evolution", "occurred_at": at(5)}
+    later, change = observe(h, message, RULES)
+    assert change is None
+    assert later.to_dict() == {**h.to_dict(), "last_event_at": at(5)}
+    again, change = observe(later, {**message, "occurred_at": at(2)}, RULES)
+    assert change is None
+    assert again == later
+
+
+def test_disconnects_older_than_the_history_are_trimmed() -> None:
+    h, _ = fold([conn("closed", 0, 408, "timed_out"), conn("open", 1), conn("closed", 50, 408, "timed_out"),
+                 conn("open", 51)])
+    assert h.disconnects_by_reason() == {"timed_out": 2}
+    h, _ = observe(h, conn("open", 70), RULES)
+    assert h.disconnects == ((at(50), "timed_out"),)

@@ -3,49 +3,53 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from apiplus.errors import ErrorCode, PermanentError
-from apiplus.processor import PartitionState
+from apiplus.clock import SYSTEM_CLOCK, Clock
+from apiplus.dlq import dead_letter
+from apiplus.errors import ErrorCode, PermanentError, TransientError
+from apiplus.harness import ManualClock
+from apiplus.processor import Output, PartitionState
+from apiplus.redisio import connect
+from apiplus.topics import dlq_name
+from services.ingest.core import PRODUCER, Context
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
-from services.ingest.worker import NormalizeHandler
+from services.ingest.worker import NormalizeHandler, normalize_record
 
 
-class MemoryPipeline:
+class MemoryScript:
+    """The duplicate check's script (services/ingest/seen.py) over a dict: per key, in order, SET NX GET."""
+
     def __init__(self, store: dict[str, bytes]) -> None:
         self.store = store
-        self.replies: list[Any] = []
+        self.calls = 0
 
-    async def __aenter__(self) -> MemoryPipeline:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-    def set(self, key: str, value: str, nx: bool, ex: int, get: bool) -> None:
-        """Redis's SET NX GET: the value already there (nothing written), or None after writing."""
-        assert nx
-        assert get
-        old = self.store.get(key)
-        if old is None:
-            self.store[key] = value.encode()
-        self.replies.append(old)
-
-    async def execute(self) -> list[Any]:
-        return self.replies
+    async def __call__(self, keys: list[str], args: list[Any]) -> list[int]:
+        self.calls += 1
+        elsewhere = []
+        for i, (key, position) in enumerate(zip(keys, args[1:], strict=True), start=1):
+            first = self.store.setdefault(key, position.encode())
+            if first != position.encode():
+                elsewhere.append(i)
+        return elsewhere
 
 
 class MemoryRedis:
     def __init__(self) -> None:
         self.store: dict[str, bytes] = {}
+        self.script = MemoryScript(self.store)
 
-    def pipeline(self, transaction: bool) -> MemoryPipeline:
-        return MemoryPipeline(self.store)
+    def register_script(self, text: str) -> MemoryScript:
+        assert "'NX', 'EX', ttl, 'GET'" in text
+        return self.script
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:  # reply correlation: nothing was sent
+        return [self.store.get(key) for key in keys]
 
 
 @dataclass
@@ -59,10 +63,12 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def handler() -> tuple[NormalizeHandler, CollectorRegistry]:
+SETTINGS = IngestSettings(kafka_bootstrap="127.0.0.1:1", redis_url="redis://127.0.0.1:1")
+
+
+def handler(clock: Clock = SYSTEM_CLOCK) -> tuple[NormalizeHandler, CollectorRegistry]:
     registry = CollectorRegistry()
-    settings = IngestSettings(kafka_bootstrap="127.0.0.1:1", redis_url="redis://127.0.0.1:1")
-    return NormalizeHandler(settings, MemoryRedis(), IngestMetrics(registry)), registry  # type: ignore[arg-type]
+    return NormalizeHandler(SETTINGS, MemoryRedis(), IngestMetrics(registry), clock), registry  # type: ignore[arg-type]
 
 
 READ = {"id": "wamid.1", "status": "read", "timestamp": "1697043223", "recipient_id": "5511"}
@@ -114,3 +120,47 @@ async def test_a_status_and_a_connection_delivered_twice_come_out_once() -> None
     assert [orjson.loads(o.value)["type"] for o in published] == ["message.status", "connection.update"]
     assert registry.get_sample_value("apiplus_ingest_duplicates_total", {"source": "cloudapi"}) == 1
     assert registry.get_sample_value("apiplus_ingest_duplicates_total", {"source": "uazapi"}) == 1
+
+
+async def test_the_dead_letter_of_a_partly_bad_record_is_the_record_built_before_the_writer_was_used() -> None:
+    """The writer's record equals, byte for byte, what the handler built by hand before (same route,
+    producer, source, error and scrubbed payload), and is counted once."""
+    clock = ManualClock()
+    h, registry = handler(clock)
+    raw = orjson.dumps({**STATUS, "apikey": "evo-secret-" + "9" * 16})
+    record = Record(raw, offset=7, partition=2, key=b"PN")
+    outputs = await h.handle(record, PartitionState(2))
+    refusal = normalize_record(raw, Context(received_at_ms=record.timestamp), SETTINGS.max_payload_bytes).refusal()
+    assert refusal is not None
+    by_hand = dead_letter(producer=PRODUCER, topic=record.topic, partition=record.partition, offset=record.offset,
+                          raw=record.value, error=refusal, now=clock.time())
+    assert outputs[-1] == Output(dlq_name(SETTINGS.raw_topic), orjson.dumps(by_hand), key=b"PN")
+    assert b"evo-secret" not in outputs[-1].value
+    assert h.dead_letters.route("evolution.some-instance") == dlq_name(SETTINGS.raw_topic)
+    assert registry.get_sample_value("apiplus_ingest_dead_letters_total",
+                                     {"stage": "normalize", "code": "invalid_value"}) == 1
+
+
+async def test_a_batch_is_checked_for_duplicates_in_one_redis_call_and_a_retried_batch_is_published_again() -> None:
+    h, registry = handler()
+    status = orjson.dumps(statuses(READ))
+    upsert = orjson.dumps({"event": "messages.upsert", "instance": "i", "data": {
+        "key": {"remoteJid": "5511977776666@s.whatsapp.net", "fromMe": False, "id": "E1"},
+        "message": {"conversation": "oi"}, "messageTimestamp": 1764234000}})
+    records = [Record(status, offset=1), Record(upsert, offset=2), Record(status, offset=3)]
+    for attempt in (1, 2):  # the second attempt is the same batch after an aborted transaction
+        await h.prepare(records)
+        assert cast(MemoryRedis, h.redis).script.calls == attempt
+        published = [o for r in records for o in await h.handle(r, PartitionState(0)) if o.topic.endswith("events.v1")]
+        assert [orjson.loads(o.value)["type"] for o in published] == ["message.status", "message.received"]
+    assert registry.get_sample_value("apiplus_ingest_duplicates_total", {"source": "cloudapi"}) == 2
+
+
+async def test_redis_down_makes_the_duplicate_check_a_transient_error() -> None:
+    redis = connect("redis://127.0.0.1:1")  # nothing listens there
+    h = NormalizeHandler(SETTINGS, redis, IngestMetrics(CollectorRegistry()))
+    try:
+        with pytest.raises(TransientError, match="redis unavailable for deduplication"):
+            await h.prepare([Record(orjson.dumps(statuses(READ)), offset=1)])
+    finally:
+        await redis.aclose()
