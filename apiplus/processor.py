@@ -209,8 +209,8 @@ class TransactionalProcessor:
             try:
                 await self.handler.prepare(records)
                 async with owned.producer.transaction():
-                    outcomes = await self._handle_all(records, owned)
-                    await self._send_state(owned, tp.partition)
+                    outputs, outcomes = await self._handle_all(records, owned)
+                    await send_outputs(owned.producer, [*outputs, *self._state_outputs(owned, tp.partition)])
                     await owned.producer.send_offsets_to_transaction({tp: records[-1].offset + 1},
                                                                      self.config.group_id)
                 owned.state.commit()
@@ -247,23 +247,24 @@ class TransactionalProcessor:
             self.metrics.record(outcome, count)
         self.metrics.batch_duration.observe(self.clock.monotonic() - started)
 
-    async def _handle_all(self, records: list[Any], owned: _Owned) -> dict[str, int]:
+    async def _handle_all(self, records: list[Any], owned: _Owned) -> tuple[list[Output], dict[str, int]]:
+        """The batch's outputs, in record order, produced together (one batch per output partition)."""
+        outputs: list[Output] = []
         outcomes = {"ok": 0, "dead_lettered": 0}
         for record in records:
-            outputs, dead_lettered = await self.records.handle(record, owned.state)
+            produced, dead_lettered = await self.records.handle(record, owned.state)
             outcomes["dead_lettered" if dead_lettered else "ok"] += 1
-            await send_outputs(owned.producer, outputs)
-        return outcomes
+            outputs.extend(produced)
+        return outputs, outcomes
 
-    async def _send_state(self, owned: _Owned, partition: int) -> None:
+    def _state_outputs(self, owned: _Owned, partition: int) -> list[Output]:
         if self.config.changelog_topic is None:
-            return
-        changes = [
+            return []
+        return [
             Output(self.config.changelog_topic, None if value is None else self.config.state_encode(value),
                    key=key.encode(), partition=partition)
             for key, value in owned.state.pending().items()
         ]
-        await send_outputs(owned.producer, changes)
 
     async def _maybe_tick(self) -> None:
         now = self.clock.time()
@@ -273,8 +274,8 @@ class TransactionalProcessor:
         for tp, owned in list(self._owned.items()):
             try:
                 async with owned.producer.transaction():
-                    await send_outputs(owned.producer, await self.handler.tick(owned.state, now))
-                    await self._send_state(owned, tp.partition)
+                    ticked = await self.handler.tick(owned.state, now)
+                    await send_outputs(owned.producer, [*ticked, *self._state_outputs(owned, tp.partition)])
                 owned.state.commit()
             except ProducerFenced:
                 await self._fenced(tp, owned)

@@ -1,5 +1,9 @@
 """What the loops need from Kafka clients, as protocols: aiokafka's clients satisfy them, and so do
-the in-memory fakes of `apiplus.harness`. Partitions are aiokafka's `TopicPartition` throughout."""
+the in-memory fakes of `apiplus.harness`. Partitions are aiokafka's `TopicPartition` throughout.
+
+`send_outputs` produces a list of `Output`s: on aiokafka's producer through its public batch API
+(`create_batch`, `send_batch`: one call per partition instead of one `send` per record), on any other
+`Producer` (the harness's fakes) one `send` per output."""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 
 @dataclass(frozen=True)
@@ -112,10 +119,122 @@ class ClientFactory(Protocol):
         """The topic's partition numbers, sorted; empty when the topic does not exist (yet)."""
 
 
+class Batch(Protocol):
+    """What `send_batched` uses of aiokafka's `BatchBuilder` (public: `AIOKafkaProducer.create_batch`)."""
+
+    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
+               headers: Sequence[tuple[str, bytes]]) -> Any:
+        """Add a record; None when the batch is full (its first record is always taken)."""
+
+    def close(self) -> None: ...
+
+
+class BatchProducer(Producer, Protocol):
+    """aiokafka's batch API, as `send_batched` uses it."""
+
+    def create_batch(self) -> Batch: ...
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> Awaitable[Any]:
+        """Queue a closed batch for one partition (inside the open transaction, which covers it)."""
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+
+# A record bigger than this is sent on its own with `send`, which refuses one above the producer's
+# max_request_size (1 MiB by default, the value KafkaClients leaves) with MessageSizeTooLargeError
+# before queuing it; a batch accepts any first record, so a batch stays below 16 KiB (aiokafka's
+# default batch size) + this limit, under the request size.
+SINGLE_SEND_BYTES = 512 * 1024
+_PARTITIONER = DefaultPartitioner()
+_KEY_CACHE_LIMIT = 32_768
+_KEY_PARTITIONS: dict[tuple[int, ...], dict[bytes, int]] = {}  # per partition list: key -> partition
+
+
+def key_partition(key: bytes, partitions: tuple[int, ...]) -> int:
+    """The partition aiokafka's default partitioner (murmur2, as Java's) gives a key, remembered per
+    partition list: `partitions` must be the topic's partitions, sorted."""
+    return _key_partition(key, partitions, _known(partitions))
+
+
+def _known(partitions: tuple[int, ...]) -> dict[bytes, int]:
+    known = _KEY_PARTITIONS.get(partitions)
+    if known is None:
+        known = _KEY_PARTITIONS[partitions] = {}
+    return known
+
+
+def _key_partition(key: bytes, partitions: tuple[int, ...], known: dict[bytes, int]) -> int:
+    partition = known.get(key)
+    if partition is None:
+        if len(known) >= _KEY_CACHE_LIMIT:
+            known.clear()
+        partition = known[key] = int(_PARTITIONER(key, list(partitions), list(partitions)))
+    return partition
+
+
 async def send_outputs(producer: Producer, outputs: Sequence[Output]) -> list[Awaitable[Any]]:
-    """Queue each output; the deliveries, to await when the caller needs the acknowledgements."""
-    return [
-        await producer.send(out.topic, value=out.value, key=out.key, partition=out.partition,
-                            headers=list(out.headers) if out.headers else None)
-        for out in outputs
-    ]
+    """Queue the outputs in their order (per partition, the order Kafka keeps); one delivery per output,
+    to await when the caller needs the acknowledgements. Inside a transaction, every record is part of it.
+    On aiokafka's producer the records go in batches (`send_batched`); elsewhere one `send` each."""
+    if len(outputs) > 1 and isinstance(producer, AIOKafkaProducer):
+        batching: BatchProducer = producer
+        return await send_batched(batching, outputs)
+    return [await _send_one(producer, out) for out in outputs]
+
+
+async def _send_one(producer: Producer, out: Output) -> Awaitable[Any]:
+    return await producer.send(out.topic, value=out.value, key=out.key, partition=out.partition,
+                               headers=list(out.headers) if out.headers else None)
+
+
+async def send_batched(producer: BatchProducer, outputs: Sequence[Output]) -> list[Awaitable[Any]]:
+    """`send_outputs` through the batch API: one batch per partition (a full one is queued and a new one
+    started), each record on the partition `send` would have chosen: its own, or its key's by the
+    default partitioner. Records without key or partition (the partitioner picks a random available
+    one) and records over `SINGLE_SEND_BYTES` go through `send`, after every batch started before them,
+    so each partition receives the records in the order given. The delivery of a batched record is
+    its batch's (it resolves to the batch's metadata)."""
+    deliveries: list[Awaitable[Any] | None] = [None] * len(outputs)
+    open_batches: dict[tuple[str, int], tuple[Batch, list[int]]] = {}
+    keyed: dict[str, tuple[tuple[int, ...], dict[bytes, int]]] = {}  # topic -> its partitions, key cache
+
+    async def queue(where: tuple[str, int]) -> None:
+        batch, members = open_batches.pop(where)
+        batch.close()
+        delivery = await producer.send_batch(batch, where[0], partition=where[1])
+        for index in members:
+            deliveries[index] = delivery
+
+    for index, out in enumerate(outputs):
+        size = len(out.value or b"") + len(out.key or b"") + sum(len(h) + len(v) for h, v in out.headers or ())
+        if (out.key is None and out.partition is None) or size > SINGLE_SEND_BYTES:
+            for where in list(open_batches):
+                await queue(where)
+            deliveries[index] = await _send_one(producer, out)
+            continue
+        partition = out.partition
+        if partition is None:
+            assert out.key is not None
+            topic = keyed.get(out.topic)
+            if topic is None:
+                listed = tuple(sorted(await producer.partitions_for(out.topic)))
+                topic = keyed[out.topic] = (listed, _known(listed))
+            partition = _key_partition(out.key, *topic)
+        where = (out.topic, partition)
+        headers = list(out.headers) if out.headers else []
+        entry = open_batches.get(where)
+        if entry is not None and entry[0].append(timestamp=None, key=out.key, value=out.value,
+                                                 headers=headers) is not None:
+            entry[1].append(index)
+            continue
+        if entry is not None:  # full: queue it, this record starts the next one
+            await queue(where)
+        batch = producer.create_batch()
+        batch.append(timestamp=None, key=out.key, value=out.value, headers=headers)
+        open_batches[where] = (batch, [index])
+    for where in list(open_batches):
+        await queue(where)
+    queued = [delivery for delivery in deliveries if delivery is not None]
+    if len(queued) != len(outputs):
+        raise RuntimeError("an output was not queued")  # cannot happen: every branch above queues it
+    return queued

@@ -80,35 +80,36 @@ async def read_all(
     committed: bool = True,
 ) -> list[Any]:
     """Read a topic from the beginning until `expect` records arrived (then `quiet` more seconds)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap(),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed" if committed else "read_uncommitted",
-    )
+    clients = KafkaClients(KafkaClientConfig(bootstrap()))
+    partitions = await clients.partitions_for(topic)
+    for _ in range(20):
+        if partitions:
+            break
+        await asyncio.sleep(0.1)
+        partitions = await clients.partitions_for(topic)
+    records = await read_records(topic, len(partitions), expect, committed=committed, timeout=timeout, quiet=quiet)
+    return [orjson.loads(r.value) if r.value is not None else None for r in records]
+
+
+async def read_records(topic: str, partitions: int, expect: int | None, *, committed: bool = True,
+                       timeout: float = 30.0, quiet: float = 1.5) -> list[Any]:
+    """Raw records (topic, partition, offset, key, value, headers) of partitions 0..`partitions`-1 from the
+    beginning: wait for `expect`, then `quiet` seconds for any extra (no `expect`: read for `timeout`)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(), group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest",
+                                isolation_level="read_committed" if committed else "read_uncommitted")
     await consumer.start()
     out: list[Any] = []
     try:
-        clients = KafkaClients(KafkaClientConfig(bootstrap()))
-        partitions = await clients.partitions_for(topic)
-        for _ in range(20):
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
-            partitions = await clients.partitions_for(topic)
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
         deadline = time.monotonic() + timeout
-        quiet_until: float | None = None
+        settle: float | None = None
         while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                out.extend(
-                    orjson.loads(r.value) if r.value is not None else None for r in records
-                )
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(records)
             if expect is not None and len(out) >= expect:
-                quiet_until = quiet_until or time.monotonic() + quiet
-                if time.monotonic() >= quiet_until:
+                settle = settle or time.monotonic() + quiet
+                if time.monotonic() >= settle:
                     break
     finally:
         await consumer.stop()

@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 
 from apiplus.health import HealthServer
@@ -28,7 +27,7 @@ from services.ingest.metrics import WebhookMetrics
 from services.ingest.settings import WebhookSettings
 from services.ingest.webhook import Ingress, RawProducer
 from services.ingest.worker import dialect_header, normalize_record
-from tests.integration.kafkatools import ROOT, bootstrap, create_topics, unique, wait_for
+from tests.integration.kafkatools import ROOT, bootstrap, create_topics, read_records, unique, wait_for
 
 APP_SECRET = "meta-app-secret-" + "7" * 16
 VERIFY_TOKEN = "meta-verify-token-" + "3" * 8
@@ -68,24 +67,7 @@ def _free_port() -> int:
 
 async def read_raw(topic: str, expect: int, timeout: float = 20.0, quiet: float = 1.5) -> list[Any]:
     """Raw records (key, value, headers) of a topic: wait for `expect`, then `quiet` seconds for any extra."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(), group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(3)])
-        deadline = time.monotonic() + timeout
-        settle: float | None = None
-        while time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(records)
-            if len(out) >= expect:
-                settle = settle or time.monotonic() + quiet
-                if time.monotonic() >= settle:
-                    break
-    finally:
-        await consumer.stop()
-    return out
+    return await read_records(topic, 3, expect, committed=False, timeout=timeout, quiet=quiet)
 
 
 @pytest.fixture
