@@ -152,6 +152,7 @@ async def test_wrong_and_missing_tokens_are_refused(simulator: RunningSimulator)
     codes = {r["command_id"].removeprefix(f"{RUN}-"): r["error"]["code"] for r in results if r["state"] == "rejected"}
     assert codes == {"cmd-wrong": "unauthorized", "cmd-missing": "missing_field", "cmd-unknown": "unauthorized",
                      "cmd-plus": "plus_required"}
+    assert len(results) == 4  # one refusal each, nothing more
     assert simulator.entries() == []
     everything = repr(results) + repr(dlq)
     assert TOKEN not in everything
@@ -224,6 +225,7 @@ async def test_kill9_during_burst_sends_each_command_exactly_once(simulator: Run
     assert set(deliveries.values()) == {1}
     results = await read_to_end(topics["results_topic"], settled=True)
     terminal = _terminal(results)
+    assert {cid: states for cid, states in terminal.items() if len(states) > 1} == {}
     assert {cid: states[0] for cid, states in terminal.items()} == {f"{c}-cmd-{n}": "sent" for n in range(15)
                                                                        for c in channels}
     assert worker.returncode == 0, log.read_text()[-3000:]
