@@ -106,6 +106,8 @@ async def test_kill9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> 
         await producing
         worker = start_worker("ingest", env, log)
         await caught_up(env["APIPLUS_INGEST_GROUP_ID"], topics["raw_topic"], timeout=120)
+        # The health stage too, so the restarted worker is past its start-up when it is asked to stop.
+        await caught_up(env["APIPLUS_INGEST_HEALTH_GROUP_ID"], topics["events_topic"], timeout=120)
         events = await read_to_end(topics["events_topic"], settled=True)
     finally:
         worker.send_signal(signal.SIGTERM)
