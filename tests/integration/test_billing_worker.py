@@ -14,7 +14,15 @@ from prometheus_client import CollectorRegistry
 
 from services.billing.settings import BillingSettings
 from services.billing.worker import build
-from tests.integration.kafkatools import bootstrap, create_topics, produce, read_all, start_worker, unique
+from tests.integration.kafkatools import (
+    bootstrap,
+    caught_up,
+    create_topics,
+    produce,
+    read_to_end,
+    start_worker,
+    unique,
+)
 
 
 def _topics() -> dict[str, str]:
@@ -54,7 +62,8 @@ def _activation(tenant: str, channel: str, event_id: str, at: str = "2026-11-05T
 async def test_charges_once_when_activation_redelivered() -> None:
     topics = _topics()
     await _create(topics)
-    processor = build(_settings(topics, due_day_timer=False), CollectorRegistry())
+    settings = _settings(topics, due_day_timer=False)
+    processor = build(settings, CollectorRegistry())
     task = asyncio.create_task(processor.run())
     try:
         events = [_tenant("acme"), _activation("acme", "trial", "a0"), _activation("acme", "c1", "a1")]
@@ -65,8 +74,10 @@ async def test_charges_once_when_activation_redelivered() -> None:
                     "tenant_id": "acme", "invoice_id": "inv-2026-11"}]
         await produce(topics["input_topic"], [(b"acme", e) for e in events])
         await produce(topics["input_topic"], [(b"acme", b"{not json"), (b"acme", {"type": "channel.activated"})])
-        out = await read_all(topics["output_topic"], expect=2)
-        dlq = await read_all(topics["input_topic"] + ".dlq", expect=2)
+        # Committed past every input: each charge, invoice and dead letter of theirs is out.
+        await caught_up(settings.group_id, topics["input_topic"])
+        out = await read_to_end(topics["output_topic"], settled=True)
+        dlq = await read_to_end(topics["input_topic"] + ".dlq", settled=True)
     finally:
         processor.stop()
         await asyncio.wait_for(task, 30)
@@ -114,7 +125,8 @@ async def test_kill9_during_burst_leaves_one_charge_per_activation(tmp_path: Pat
         await produce(topics["input_topic"], events[100:160])
         worker = start_worker("billing", env, log)
         started = time.monotonic()
-        out = await read_all(topics["output_topic"], expect=paid, timeout=90, quiet=3)
+        await caught_up(env["APIPLUS_BILLING_GROUP_ID"], topics["input_topic"], timeout=90)
+        out = await read_to_end(topics["output_topic"], settled=True)
         recovered = time.monotonic() - started
     finally:
         worker.send_signal(signal.SIGTERM)

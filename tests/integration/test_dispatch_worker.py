@@ -30,7 +30,15 @@ from tests.integration.dispatchtools import (
     dispatch_topics,
     text_command,
 )
-from tests.integration.kafkatools import create_topics, produce, read_all, start_worker, wait_for
+from tests.integration.kafkatools import (
+    caught_up,
+    create_topics,
+    produce,
+    read_all,
+    read_to_end,
+    start_worker,
+    wait_for,
+)
 
 TOKEN = "tok-" + "s3cr3t" * 4
 
@@ -95,6 +103,12 @@ class InProcess:
         await self.redis.aclose()
 
 
+async def _done(topics: dict[str, str], group_id: str) -> None:
+    """dispatch has committed past every command (and retry) so far: each is finished for good, none will be
+    taken up or sent again, and every result and dead letter of theirs is written."""
+    await caught_up(group_id, topics["commands_topic"], topics["retry_topic"], timeout=90)
+
+
 def _terminal(results: list[dict[str, Any]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = collections.defaultdict(list)
     for r in results:
@@ -106,15 +120,15 @@ def _terminal(results: list[dict[str, Any]]) -> dict[str, list[str]]:
 async def test_redelivered_command_sends_once(simulator: RunningSimulator) -> None:
     topics = await _topics()
     await produce(topics["registry_topic"], [(b"ch-a", channel_row("ch-a", TOKEN))])
-    async with InProcess(topics, simulator):
+    async with InProcess(topics, simulator) as dispatcher:
         cmd = text_command("cmd-redelivered", "ch-a", TOKEN)
         await produce(topics["commands_topic"], [(b"ch-a", cmd), (b"ch-a", cmd)])
         await wait_for(lambda: simulator.deliveries()["cmd-redelivered"] >= 1)
-        await asyncio.sleep(1.0)
+        await _done(topics, dispatcher.settings.group_id)  # both copies finished: the send is recorded
         await produce(topics["commands_topic"], [(b"ch-a", cmd)])  # a third copy, well after the send
-        await asyncio.sleep(1.5)
+        await _done(topics, dispatcher.settings.group_id)
     assert simulator.deliveries()["cmd-redelivered"] == 1
-    results = await read_all(topics["results_topic"], expect=2)
+    results = await read_to_end(topics["results_topic"], settled=True)
     assert _terminal(results)["cmd-redelivered"] == ["sent"]
     sent = next(r for r in results if r["state"] == "sent")
     assert sent["provider_message_id"].startswith("SIM")
@@ -124,7 +138,7 @@ async def test_wrong_and_missing_tokens_are_refused(simulator: RunningSimulator)
     topics = await _topics()
     await produce(topics["registry_topic"], [(b"ch-b", channel_row("ch-b", TOKEN)),
                                              (b"ch-plain", channel_row("ch-plain", TOKEN, mode="plain"))])
-    async with InProcess(topics, simulator):
+    async with InProcess(topics, simulator) as dispatcher:
         wrong = text_command("cmd-wrong", "ch-b", "not-the-token")
         missing = {k: v for k, v in text_command("cmd-missing", "ch-b", TOKEN).items() if k != "token"}
         other = text_command("cmd-unknown", "ch-nobody", TOKEN)
@@ -132,11 +146,13 @@ async def test_wrong_and_missing_tokens_are_refused(simulator: RunningSimulator)
                    "message": {"kind": "buttons", "body": "?", "buttons": [{"id": "1", "title": "Sim"}]}}
         await produce(topics["commands_topic"], [(b"ch-b", wrong), (b"ch-b", missing), (b"ch-nobody", other),
                                                  (b"ch-plain", buttons)])
-        results = await read_all(topics["results_topic"], expect=4)
-        dlq = await read_all(topics["commands_topic"] + ".dlq", expect=4)
+        await _done(topics, dispatcher.settings.group_id)
+        results = await read_to_end(topics["results_topic"], settled=True)
+        dlq = await read_to_end(topics["commands_topic"] + ".dlq", settled=True)
     codes = {r["command_id"].removeprefix(f"{RUN}-"): r["error"]["code"] for r in results if r["state"] == "rejected"}
     assert codes == {"cmd-wrong": "unauthorized", "cmd-missing": "missing_field", "cmd-unknown": "unauthorized",
                      "cmd-plus": "plus_required"}
+    assert len(results) == 4  # one refusal each, nothing more
     assert simulator.entries() == []
     everything = repr(results) + repr(dlq)
     assert TOKEN not in everything
@@ -199,7 +215,7 @@ async def test_kill9_during_burst_sends_each_command_exactly_once(simulator: Run
         await produce(topics["commands_topic"], commands[:40])  # upstream redelivers some
         worker = start_worker("dispatch", env, log)
         await wait_for(lambda: len(simulator.deliveries()) == len(commands), timeout=90)
-        await asyncio.sleep(2)
+        await _done(topics, env["APIPLUS_DISPATCH_GROUP_ID"])  # no command will be sent again from here
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
@@ -207,8 +223,9 @@ async def test_kill9_during_burst_sends_each_command_exactly_once(simulator: Run
     assert sent_before_restart < len(commands), "the kill came after the burst: nothing was tested"
     assert len(deliveries) == len(commands)
     assert set(deliveries.values()) == {1}
-    results = await read_all(topics["results_topic"], expect=len(commands) * 2, timeout=60)
+    results = await read_to_end(topics["results_topic"], settled=True)
     terminal = _terminal(results)
+    assert {cid: states for cid, states in terminal.items() if len(states) > 1} == {}
     assert {cid: states[0] for cid, states in terminal.items()} == {f"{c}-cmd-{n}": "sent" for n in range(15)
                                                                        for c in channels}
     assert worker.returncode == 0, log.read_text()[-3000:]
@@ -217,7 +234,7 @@ async def test_kill9_during_burst_sends_each_command_exactly_once(simulator: Run
 async def test_provider_faults_retry_then_send_once_and_refusals_fail(simulator: RunningSimulator) -> None:
     topics = await _topics()
     await produce(topics["registry_topic"], [(b"ch-f", channel_row("ch-f", TOKEN))])
-    async with InProcess(topics, simulator, APIPLUS_DISPATCH_BACKOFF_BASE_SECONDS="0.05"):
+    async with InProcess(topics, simulator, APIPLUS_DISPATCH_BACKOFF_BASE_SECONDS="0.05") as dispatcher:
         simulator.sim.faults = Faults(mode="503", remaining=2)  # two failures, then the provider recovers
         await produce(topics["commands_topic"], [(b"ch-f", text_command("fault-503", "ch-f", TOKEN))])
         await wait_for(lambda: simulator.deliveries()["fault-503"] == 1)
@@ -226,7 +243,8 @@ async def test_provider_faults_retry_then_send_once_and_refusals_fail(simulator:
         await wait_for(lambda: simulator.deliveries()["fault-429"] == 1)
         expired = {**text_command("too-late", "ch-f", TOKEN), "not_after": "2020-01-01T00:00:00Z"}
         await produce(topics["commands_topic"], [(b"ch-f", expired)])
-        results = await read_all(topics["results_topic"], expect=6)
+        await _done(topics, dispatcher.settings.group_id)
+        results = await read_to_end(topics["results_topic"], settled=True)
     terminal = _terminal(results)
     assert terminal["fault-503"] == ["sent"]
     assert terminal["fault-429"] == ["sent"]
@@ -240,9 +258,10 @@ async def test_provider_4xx_ends_failed_with_the_status(simulator: RunningSimula
     await produce(topics["registry_topic"], [(b"ch-x", channel_row("ch-x", TOKEN, provider="cloudapi"))])
     # cloudapi has no token configured for this worker: the simulator answers 401 like the provider.
     async with InProcess(topics, simulator, APIPLUS_DISPATCH_CLOUDAPI_URL=simulator.url,
-                         APIPLUS_DISPATCH_CLOUDAPI_TOKEN=""):
+                         APIPLUS_DISPATCH_CLOUDAPI_TOKEN="") as dispatcher:
         await produce(topics["commands_topic"], [(b"ch-x", text_command("refused", "ch-x", TOKEN))])
-        results = await read_all(topics["results_topic"], expect=2)
+        await _done(topics, dispatcher.settings.group_id)
+        results = await read_to_end(topics["results_topic"], settled=True)
     failed = next((r for r in results if r["state"] == "failed"), None)
     assert failed is not None, [(r["state"], r.get("error")) for r in results]
     assert failed["error"]["code"] == "provider_rejected"
@@ -293,9 +312,9 @@ async def test_kill9_twice_during_a_burst_with_refusals_leaves_every_result_exac
             sent_at_kill.append(sum(simulator.deliveries().values()))
             worker = start_worker("dispatch", env, log)
         await wait_for(lambda: len(simulator.deliveries()) == len(valid), timeout=90)
-        expected = 2 * len(valid) + len(refused)
-        results = await read_all(topics["results_topic"], expect=expected, timeout=60, quiet=3.0)
-        dlq = await read_all(topics["commands_topic"] + ".dlq", expect=len(refused), timeout=30, quiet=2.0)
+        await _done(topics, env["APIPLUS_DISPATCH_GROUP_ID"])
+        results = await read_to_end(topics["results_topic"], settled=True)
+        dlq = await read_to_end(topics["commands_topic"] + ".dlq", settled=True)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)

@@ -12,7 +12,7 @@ from services.ingest.core import Context
 from services.ingest.settings import IngestSettings
 from services.ingest.worker import normalize_record
 from tests.integration.ingesttools import ingest_topics, running_ingest
-from tests.integration.kafkatools import bootstrap, produce, read_all, redis_url, unique
+from tests.integration.kafkatools import bootstrap, caught_up, produce, read_to_end, redis_url, unique
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "real"
 DELIVERIES = 3
@@ -49,8 +49,9 @@ async def test_corpus_delivered_three_times_comes_out_once_each() -> None:
     async with running_ingest(settings):
         for _ in range(DELIVERIES):  # each delivery is a new Kafka record, as a gateway retry is
             await produce(topics["raw_topic"], [(None, raw) for raw in raws])
-        events = await read_all(topics["events_topic"], expect=len(expected), timeout=120, quiet=5)
-        dead = await read_all(topics["raw_topic"] + ".dlq", expect=refused * DELIVERIES, timeout=60, quiet=2)
+        await caught_up(settings.group_id, topics["raw_topic"], timeout=120)  # every delivery normalised
+        events = await read_to_end(topics["events_topic"], settled=True)
+        dead = await read_to_end(topics["raw_topic"] + ".dlq", settled=True)
     counts = collections.Counter(e["event_id"] for e in events)
     assert set(counts) == expected, f"missing {len(expected - set(counts))}, unexpected {len(set(counts) - expected)}"
     assert [i for i, n in counts.items() if n > 1] == [], "an event came out more than once"

@@ -6,7 +6,6 @@ into ingest's raw topic; ingest and dispatch run as real processes (so they can 
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import dataclasses
@@ -25,9 +24,10 @@ from tests.integration.dispatchtools import RUN, RunningSimulator, channel_row, 
 from tests.integration.ingesttools import ingest_topics
 from tests.integration.kafkatools import (
     bootstrap,
+    caught_up,
     create_topics,
     produce,
-    read_all,
+    read_to_end,
     redis_url,
     start_worker,
     unique,
@@ -120,31 +120,48 @@ class Stack:
     async def send(self, *commands: dict[str, Any]) -> None:
         await produce(self.dispatch_topics["commands_topic"], [(c["channel_id"].encode(), c) for c in commands])
 
-    async def results(self, expect: int | None = None, timeout: float = 60) -> list[dict[str, Any]]:
-        return await read_all(self.dispatch_topics["results_topic"], expect=expect, timeout=timeout, quiet=0.5)
+    async def results(self, settled: bool = False) -> list[dict[str, Any]]:
+        """The results topic as it is now; `settled`: once no transaction is open on it (see `scan`)."""
+        return await read_to_end(self.dispatch_topics["results_topic"], settled=settled)
 
-    async def received(self, expect: int, timeout: float = 60) -> list[dict[str, Any]]:
-        events = await read_all(self.ingest_topics["events_topic"], expect=None, timeout=2, quiet=0)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len([e for e in events if e["type"] == "message.received"]) < expect:
-            assert asyncio.get_running_loop().time() < deadline, (self.log("ingest"), events)
-            events = await read_all(self.ingest_topics["events_topic"], expect=None, timeout=1, quiet=0)
-        return [e for e in events if e["type"] == "message.received"]
+    async def settled(self, timeout: float = 90) -> None:
+        """Every webhook emitted so far has gone all the way round: ingest has committed past each raw
+        record, then dispatch's receipts stage past each canonical event. Both commit their consumed
+        offsets in the transaction of their outputs, so every delivery those webhooks will ever make is
+        in the results topic now: a check for "nothing more" can read it without a quiet window."""
+        await caught_up(self.ingest_env["APIPLUS_INGEST_GROUP_ID"], self.ingest_topics["raw_topic"], timeout=timeout)
+        await caught_up(self.dispatch_env["APIPLUS_DISPATCH_RECEIPTS_GROUP_ID"], self.ingest_topics["events_topic"],
+                        timeout=timeout)
+
+    async def received(self, channel_id: str, expect: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """The channel's `message.received` events, once there are at least `expect`."""
+        found: list[dict[str, Any]] = []
+
+        async def enough() -> bool:
+            events = await read_to_end(self.ingest_topics["events_topic"])
+            found[:] = [e for e in events if e["type"] == "message.received" and e["channel_id"] == channel_id]
+            return len(found) >= expect
+
+        try:
+            await wait_for(enough, timeout=timeout, interval=0.3)
+        except AssertionError:
+            raise AssertionError(f"{len(found)} of {expect} received: {found}\n{self.log('ingest')}") from None
+        return found
 
     async def sent_id(self, name: str, timeout: float = 60) -> str:
         """The provider message id of a command once its `sent` result is out."""
         found: dict[str, str] = {}
 
         async def done() -> bool:
-            for r in await self.results(timeout=1):
+            for r in await self.results():
                 if r["type"] == "dispatch.result" and r["state"] == "sent" and r["command_id"] == cid(name):
                     found["id"] = r["provider_message_id"]
             return "id" in found
 
         try:
-            await wait_for(done, timeout=timeout, interval=0.5)
+            await wait_for(done, timeout=timeout, interval=0.3)
         except AssertionError:
-            raise AssertionError(f"{name} not sent: {await self.results(timeout=1)}\n{self.log('dispatch')}") from None
+            raise AssertionError(f"{name} not sent: {await self.results()}\n{self.log('dispatch')}") from None
         return found["id"]
 
     async def emit(self, message_id: str, *events: dict[str, Any]) -> None:
@@ -163,10 +180,25 @@ async def running(tmp_path: Path, **dispatch_extra: str) -> AsyncIterator[Stack]
         await s.stop()
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with running(tmp_path) as s:
+@pytest.fixture(scope="module")
+async def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """One stack (topics, simulator, both workers) for the module's tests: each test has channels, commands
+    and messages of its own and reads only those back, so they need no worker start of their own."""
+    async with running(tmp_path_factory.mktemp("loop")) as s:
         yield s
+
+
+@pytest.fixture
+async def stack(shared_stack: Stack) -> AsyncIterator[Stack]:
+    """The module's stack as a test finds it: both workers running, the simulator emitting nothing by itself."""
+    for service, worker in shared_stack.workers.items():
+        if worker.poll() is not None:  # an earlier test failed with it down: start it again
+            shared_stack.start_worker(service)
+    shared_stack.gateway.auto = AutoEmit()
+    shared_stack.gateway.default_instance = "simulator"
+    yield shared_stack
+    for service, worker in shared_stack.workers.items():
+        assert worker.poll() is None, f"{service} exited during the test:\n{shared_stack.log(service)}"
 
 
 def deliveries(results: list[dict[str, Any]], name: str) -> list[str]:
@@ -177,12 +209,22 @@ def channel(name: str, provider: str, mode: str = "plus") -> dict[str, Any]:
     return channel_row(f"{name}-{RUN}", TOKEN, provider=provider, mode=mode)
 
 
+def receipts_of(results: list[dict[str, Any]], channel_id: str, *message_ids: str) -> list[dict[str, Any]]:
+    """The deliveries on a test's channel or about its messages (the stack is shared by the module's tests)."""
+    return [r for r in results if r["type"] == "dispatch.delivery"
+            and (r["channel_id"] == channel_id or r["provider_message_id"] in message_ids)]
+
+
 # --- 1. delivery receipts ----------------------------------------------------------------------------
 async def test_sent_buttons_get_delivered_then_read_once_across_kill9_of_each_worker(stack: Stack) -> None:
     ch = channel("receipts", "evolution")
     await stack.register(ch)
-    await stack.send(command("receipts-buttons", ch["channel_id"], BUTTONS))
+    # The marker: a second message on the same channel, so its statuses, deliveries and their inputs share
+    # every partition with the first's (all keyed by channel).
+    await stack.send(command("receipts-buttons", ch["channel_id"], BUTTONS),
+                     command("receipts-marker", ch["channel_id"], {"kind": "text", "body": "Pedido enviado"}))
     message_id = await stack.sent_id("receipts-buttons")
+    marker_id = await stack.sent_id("receipts-marker")
     await stack.emit(message_id, {"type": "status", "state": "sent"}, {"type": "status", "state": "delivered"})
     stack.kill9("ingest")  # the statuses may be mid-normalisation
     stack.start_worker("ingest")
@@ -197,16 +239,21 @@ async def test_sent_buttons_get_delivered_then_read_once_across_kill9_of_each_wo
     stack.start_worker("ingest")
     stack.kill9("dispatch")
     stack.start_worker("dispatch")
-    await asyncio.sleep(8)  # the last copies have had time to go all the way round
-    results = await stack.results()
+    # The last copies have gone all the way round once the marker's delivery, emitted after them through the
+    # restarted workers on the same partitions, is out, and both stages have committed past every input.
+    await stack.emit(marker_id, {"type": "status", "state": "delivered"})
+    await wait_for(lambda: _has(stack, "receipts-marker", "delivered"), timeout=90, interval=0.3)
+    await stack.settled()
+    results = await stack.results(settled=True)
     assert deliveries(results, "receipts-buttons") == ["delivered", "read"]
-    delivered = [r for r in results if r["type"] == "dispatch.delivery"]
-    assert {r["provider_message_id"] for r in delivered} == {message_id}
+    assert deliveries(results, "receipts-marker") == ["delivered"]
+    delivered = receipts_of(results, ch["channel_id"], message_id, marker_id)
+    assert {r["provider_message_id"] for r in delivered} == {message_id, marker_id}
     assert {r["channel_id"] for r in delivered} == {ch["channel_id"]}
 
 
 async def _has(stack: Stack, name: str, status: str) -> bool:
-    return status in deliveries(await stack.results(timeout=1), name)
+    return status in deliveries(await stack.results(), name)
 
 
 @pytest.mark.parametrize("provider", ["cloudapi", "evolution", "uazapi"])
@@ -217,9 +264,9 @@ async def test_read_without_delivered_emits_both_in_each_dialect(stack: Stack, p
     await stack.send(command(f"read-first-{provider}", ch["channel_id"], {"kind": "text", "body": "Seu pedido saiu"}))
     message_id = await stack.sent_id(f"read-first-{provider}")
     await stack.emit(message_id, {"type": "status", "state": "read"}, {"type": "status", "state": "delivered"})
-    await wait_for(lambda: _has(stack, f"read-first-{provider}", "read"), timeout=60, interval=0.5)
-    await asyncio.sleep(2)
-    assert deliveries(await stack.results(), f"read-first-{provider}") == ["delivered", "read"]
+    await wait_for(lambda: _has(stack, f"read-first-{provider}", "read"), timeout=60, interval=0.3)
+    await stack.settled()  # the later `delivered` has gone round too
+    assert deliveries(await stack.results(settled=True), f"read-first-{provider}") == ["delivered", "read"]
 
 
 async def test_statuses_of_messages_dispatch_did_not_send_are_left_alone(stack: Stack) -> None:
@@ -231,9 +278,9 @@ async def test_statuses_of_messages_dispatch_did_not_send_are_left_alone(stack: 
                                                                  message_id="SENTBYPHONE1")
     await stack.emit("SENTBYPHONE1", {"type": "status", "state": "read"})
     await stack.emit(known, {"type": "status", "state": "failed"})
-    await wait_for(lambda: _has(stack, "foreign-known", "failed"), timeout=60, interval=0.5)
-    results = await stack.results()
-    receipts = [r for r in results if r["type"] == "dispatch.delivery"]
+    await wait_for(lambda: _has(stack, "foreign-known", "failed"), timeout=60, interval=0.3)
+    await stack.settled()
+    receipts = receipts_of(await stack.results(settled=True), ch["channel_id"], known, "SENTBYPHONE1")
     assert [(r["provider_message_id"], r["status"]) for r in receipts] == [(known, "failed")]
     assert receipts[0]["error"]["code"] == "provider_failed"  # Evolution's ERROR carries no code
 
@@ -251,7 +298,7 @@ async def test_button_and_list_replies_carry_in_reply_to(stack: Stack, provider:
     await stack.emit(buttons_id, {"type": "reply", "kind": "button_reply", "reply_id": "confirm-1001",
                                   "title": "Confirmar"})
     await stack.emit(list_id, {"type": "reply", "kind": "list_reply", "reply_id": "boleto", "title": "Boleto"})
-    received = await stack.received(expect=2)
+    received = await stack.received(ch["channel_id"], expect=2)
     by_kind = {e["message"]["kind"]: e["message"] for e in received}
     assert by_kind["button_reply"]["reply"]["id"] == "confirm-1001"
     assert by_kind["button_reply"]["in_reply_to"] == {"command_id": cid(f"reply-buttons-{provider}"),
@@ -271,7 +318,7 @@ async def test_plain_channel_typed_number_and_title_come_back_as_the_option(stac
     assert "2. Cancelar" in stack.gateway.accepted[message_id].text  # sent as numbered text
     for typed in ("2", "cancelar", "7", "quero falar com alguém"):
         await stack.emit(message_id, {"type": "reply", "kind": "text", "text": typed, "quote": False})
-    received = await stack.received(expect=4)
+    received = await stack.received(ch["channel_id"], expect=4)
     by_text = {e["message"]["text"]: e["message"] for e in received}
     for typed in ("2", "cancelar"):
         message = by_text[typed]
@@ -293,7 +340,7 @@ async def test_only_the_latest_offer_is_answerable(stack: Stack) -> None:
     await stack.sent_id("second-offer")
     await stack.emit(first, {"type": "reply", "kind": "text", "text": "3", "quote": False},
                      {"type": "reply", "kind": "text", "text": "Confirmar", "quote": False})
-    received = await stack.received(expect=2)
+    received = await stack.received(ch["channel_id"], expect=2)
     by_text = {e["message"]["text"]: e["message"] for e in received}
     assert by_text["3"]["kind"] == "list_reply"
     assert by_text["3"]["reply"]["id"] == "cartao"
@@ -323,14 +370,18 @@ async def _burst_killed_mid_way(stack: Stack) -> None:
     names = {c["command_id"] for c in commands}
 
     async def all_ended() -> bool:
-        return names <= _terminal(await stack.results(timeout=1)).keys()
+        return names <= _terminal(await stack.results()).keys()
 
-    await wait_for(all_ended, timeout=150, interval=1)
+    await wait_for(all_ended, timeout=150, interval=0.5)
+    # Each command has ended; once dispatch has committed past every command, none is taken up again, and
+    # every result it wrote is decided: a second terminal result, or a second send, would be out by now.
+    await caught_up(stack.dispatch_env["APIPLUS_DISPATCH_GROUP_ID"], stack.dispatch_topics["commands_topic"],
+                    stack.dispatch_topics["retry_topic"], timeout=60)
     assert before < len(commands), "the kill came after the burst: nothing was tested"
     sends = collections.Counter(e["idempotency_key"] for e in stack.simulator.entries())
     assert max(sends.values()) == 1, "a message was sent twice"
     accepted = {e["idempotency_key"]: e["response"]["key"]["id"] for e in stack.simulator.entries()}
-    terminal = _terminal(await stack.results())
+    terminal = _terminal(await stack.results(settled=True))
     for command_id, states in terminal.items():
         assert len(states) == 1, states  # one terminal result, read_committed
         end = states[0]

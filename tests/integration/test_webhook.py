@@ -27,7 +27,7 @@ from services.ingest.metrics import WebhookMetrics
 from services.ingest.settings import WebhookSettings
 from services.ingest.webhook import Ingress, RawProducer
 from services.ingest.worker import dialect_header, normalize_record
-from tests.integration.kafkatools import ROOT, bootstrap, create_topics, read_records, unique, wait_for
+from tests.integration.kafkatools import ROOT, bootstrap, create_topics, scan, unique, wait_for
 
 APP_SECRET = "meta-app-secret-" + "7" * 16
 VERIFY_TOKEN = "meta-verify-token-" + "3" * 8
@@ -57,6 +57,7 @@ class Running:
     topic: str
     registry: CollectorRegistry
     session: aiohttp.ClientSession
+    producer: RawProducer
 
 
 def _free_port() -> int:
@@ -65,9 +66,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def read_raw(topic: str, expect: int, timeout: float = 20.0, quiet: float = 1.5) -> list[Any]:
-    """Raw records (key, value, headers) of a topic: wait for `expect`, then `quiet` seconds for any extra."""
-    return await read_records(topic, 3, expect, committed=False, timeout=timeout, quiet=quiet)
+async def read_raw(r: Running) -> list[Any]:
+    """Every record (key, value, headers) the ingress stored: once none it handed to its producers is
+    still unacknowledged, all of them are in the topic, so it is read to its end with no quiet window."""
+    await wait_for(lambda: r.producer.pending == 0, timeout=20, interval=0.05)
+    return await scan(r.topic)
 
 
 @pytest.fixture
@@ -91,7 +94,7 @@ async def ingress() -> AsyncIterator[Running]:
     server = HealthServer("127.0.0.1", port, registry, ready, Ingress(settings, metrics, producer).app())
     await server.start()
     async with aiohttp.ClientSession() as session:
-        running = Running(f"http://127.0.0.1:{port}", topic, registry, session)
+        running = Running(f"http://127.0.0.1:{port}", topic, registry, session, producer)
         await wait_for(lambda: producer.connected, timeout=30)
         try:
             yield running
@@ -129,7 +132,9 @@ async def test_accepted_bodies_land_byte_identical_with_key_and_dialect(ingress:
     assert status == 200
     status, _ = await post(ingress, f"/webhooks/uazapi/{INGRESS_KEY}", uazapi)
     assert status == 200
-    records = {r.key: r for r in await read_raw(ingress.topic, expect=3)}
+    stored = await read_raw(ingress)
+    assert len(stored) == 3
+    records = {r.key: r for r in stored}
     assert set(records) == {b"PNID-1", b"evo-1", b"uaz-1"}
     assert records[b"PNID-1"].value == cloud
     assert records[b"evo-1"].value == evolution
@@ -167,7 +172,7 @@ async def test_refused_requests_produce_nothing(ingress: Running, caplog: pytest
         assert resp.status == 405
     sentinel = orjson.dumps(cloudapi_body(("PNID-ok", "wamid.ok")))
     assert (await post(ingress, "/webhooks/cloudapi", sentinel, sign(sentinel)))[0] == 200
-    records = await read_raw(ingress.topic, expect=1, quiet=3)
+    records = await read_raw(ingress)
     assert [r.value for r in records] == [sentinel]
     text = generate_latest(ingress.registry).decode()
     assert 'apiplus_ingest_webhook_signature_failures_total{reason="mismatch",route="cloudapi"} 3.0' in text
@@ -183,7 +188,9 @@ async def test_a_body_naming_several_channels_is_split_per_channel(ingress: Runn
     body["entry"].append({"id": "WABA2", "changes": cloudapi_body(("PNID-B", "wamid.4"))["entry"][0]["changes"]})
     raw = orjson.dumps(body)
     assert await post(ingress, "/webhooks/cloudapi", raw, sign(raw)) == (200, b'{"stored":2}')
-    records = {r.key: r.value for r in await read_raw(ingress.topic, expect=2)}
+    stored = await read_raw(ingress)
+    assert len(stored) == 2
+    records = {r.key: r.value for r in stored}
     assert set(records) == {b"PNID-A", b"PNID-B"}
     for key, ids in ((b"PNID-A", ["wamid.1", "wamid.3"]), (b"PNID-B", ["wamid.2", "wamid.4"])):
         split = orjson.loads(records[key])
