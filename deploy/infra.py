@@ -138,6 +138,16 @@ def _kafka_cmd(infra: Infra, *args: str) -> list[str]:
     ]
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as `kafka-storage random-uuid` gives: 16 bytes in URL-safe base64 without padding,
+    never starting with "-" (the storage tool's argument parser would read that as an option; one id in
+    64 did, and `make test` failed to start Kafka)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _render_server_properties(infra: Infra) -> Path:
     template = (ROOT / "deploy" / "kafka" / "server.properties.in").read_text()
     rendered = (
@@ -170,7 +180,7 @@ def kafka_up(infra: Infra, fresh: bool | None = None) -> None:
     infra.log_dir.mkdir(parents=True, exist_ok=True)
     props = _render_server_properties(infra)
     if not (infra.kafka_dir / "log" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         subprocess.run(
             _kafka_cmd(infra, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
                        "--add-scram", f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"),
