@@ -43,3 +43,22 @@ def test_both_crossings_at_once_and_a_missing_one() -> None:
     late.update(5, now=1.0, snapshot=lambda: (0.0, (0.0, 0.0)))
     with pytest.raises(RuntimeError, match=r"no 10%\.\.90% window"):
         late.measurement(10)
+
+
+def test_two_stages_with_a_backlog_are_timed_on_both_stages_work() -> None:
+    """The course of a real ingest run: health commits nothing until normalise is half done, then catches up
+    alone. Over both stages' steps the window spans the two; over the commits alone it would be only the
+    catch-up, faster than normalise by itself."""
+    course = [(0.0, 0, 0), (1.0, 2000, 0), (2.0, 6000, 0), (3.0, 10000, 0), (4.0, 14000, 2000),
+              (5.0, 18000, 6000), (6.0, 20000, 12000), (7.0, 20000, 18000), (8.0, 20000, 20000)]
+    steps, commits = Window(2 * 20000), Window(20000)
+    for at, outputs, committed in course:
+        steps.update(outputs + committed, at, lambda at=at: (at, (0.0, 1.0)))  # one CPU second per second
+        commits.update(committed, at, lambda at=at: (at, (0.0, 1.0)))
+    assert steps.start is not None
+    assert steps.end is not None
+    assert (steps.start[0], steps.end[0]) == (2.0, 7.0)  # 6 000 and 38 000 of 40 000 steps
+    both = steps.measurement(20000)
+    assert both.rate == pytest.approx(16000 / 5.0)
+    assert both.cpu_us_per_input == pytest.approx(1e6 * 5.0 / 16000)
+    assert commits.measurement(20000).rate > both.rate  # what timing the commits alone would have claimed
