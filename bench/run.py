@@ -9,6 +9,7 @@ with the spread, so the machine's noise is visible. Results go to bench/results.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 import os
@@ -212,45 +213,107 @@ def check_running(procs: Sequence[subprocess.Popen[bytes]]) -> None:
             raise RuntimeError(f"process under test {proc.args!r} exited with {proc.returncode}")
 
 
+@dataclass
+class Window:
+    """When a count of done inputs crosses 10% and 90% of `expected`: the time then, the CPU of the processes
+    under test and the machine's (snapshot() gives both)."""
+
+    expected: int
+    start: tuple[float, float, tuple[float, float]] | None = None  # (time, CPU seconds, machine_cpu())
+    end: tuple[float, float, tuple[float, float]] | None = None
+
+    def update(self, done: int, now: float, snapshot: Callable[[], tuple[float, tuple[float, float]]]) -> None:
+        if self.start is None and done >= 0.1 * self.expected:
+            self.start = (now, *snapshot())
+        if self.end is None and done >= 0.9 * self.expected:
+            self.end = (now, *snapshot())
+
+    def measurement(self, inputs: int) -> Measurement:
+        """Inputs per second and CPU per input between the two crossings (rate in inputs, whatever was counted)."""
+        if self.start is None or self.end is None or self.end[0] <= self.start[0]:
+            raise RuntimeError(f"no 10%..90% window of {self.expected} (start {self.start}, end {self.end})")
+        (t10, cpu10, machine10), (t90, cpu90, machine90) = self.start, self.end
+        return Measurement(rate=0.8 * inputs / (t90 - t10), cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * inputs),
+                           machine_busy_pct=busy_pct(machine10, machine90))
+
+
+def committed_records(offsets: dict[int, list[int]], committed: dict[int, int]) -> int:
+    """How many of the records seen (offsets per partition, ascending) a group's committed offsets are past.
+
+    A committed offset is the next record to read, and a transactional topic's offsets include the commit
+    markers, so the count is taken from the records' own offsets, not from a sum of committed offsets.
+    """
+    return sum(bisect.bisect_left(seen, committed.get(p, 0)) for p, seen in offsets.items())
+
+
+async def group_committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> dict[int, int]:
+    """The committed offset of each partition of `topic` in `group` (none yet: absent)."""
+    offsets = await admin.list_consumer_group_offsets(group)
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
 async def watch_outputs(
     procs: Sequence[subprocess.Popen[bytes]], topic: str, expected: int, inputs: int,
-    count: Callable[[Any], int] | None = None,
+    count: Callable[[Any], int] | None = None, follower: str | None = None,
 ) -> Measurement:
     """Time the outputs of `procs` on `topic`; the rate is in inputs per second between 10% and 90%.
 
     With several instances the rate is their combined rate and CPU their sum; RSS is the largest instance's.
+    `follower`: a consumer group of the same processes that reads `topic` again (ingest's health stage);
+    the processes are then timed on both stages' work: an output is half done when it appears and done once
+    that group has committed past it (the watch waits for all of them), and the rate and CPU are taken
+    between 10% and 90% of the 2 x `expected` steps. Not between 10% and 90% of the group's commits alone:
+    with a backlog the second stage starts late and ends alone, so that window would hold most of its work
+    and little of the first stage's. The outputs' own figures are kept in extra["outputs"].
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest",
                                 isolation_level="read_committed", enable_auto_commit=False,
                                 fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await consumer.start()
+    await admin.start()
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
-    seen = 0
-    t10 = t90 = None
-    cpu10 = cpu90 = 0.0
-    machine10 = machine90 = (0.0, 0.0)
+    seen = followed = 0
+    offsets: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
+    outputs, steps = Window(expected), Window(2 * expected)
     rss = RssTrack(procs)
+    asked = -math.inf
     deadline = time.monotonic() + TIMEOUT
+
+    def snapshot() -> tuple[float, tuple[float, float]]:
+        return cpu_seconds(procs), machine_cpu()
+
     try:
-        while seen < expected and time.monotonic() < deadline:
+        while (seen < expected or (follower and followed < expected)) and time.monotonic() < deadline:
             check_running(procs)
             batch = await consumer.getmany(timeout_ms=100, max_records=20_000)
             now = time.perf_counter()
-            for records in batch.values():
+            for tp, records in batch.items():
                 seen += sum(count(r) for r in records) if count else len(records)
-            if t10 is None and seen >= 0.1 * expected:
-                t10, cpu10, machine10 = now, cpu_seconds(procs), machine_cpu()
-            if t90 is None and seen >= 0.9 * expected:
-                t90, cpu90, machine90 = now, cpu_seconds(procs), machine_cpu()
+                if follower:
+                    offsets[tp.partition].extend(r.offset for r in records)
+            outputs.update(seen, now, snapshot)
+            if follower:
+                if now - asked >= RssTrack.EVERY:
+                    asked = now
+                    followed = committed_records(offsets, await group_committed(admin, follower, topic))
+                    now = time.perf_counter()
+                steps.update(seen + followed, now, snapshot)
             rss.sample()
     finally:
         await consumer.stop()
-    if t10 is None or t90 is None or seen < expected:
+        await admin.close()
+    if seen < expected:
         raise RuntimeError(f"only {seen} of {expected} outputs on {topic}")
+    if follower and followed < expected:
+        raise RuntimeError(f"group {follower} committed only {followed} of {expected} outputs on {topic} "
+                           f"in {TIMEOUT:.0f} s")
     final = rss.sample(force=True)
-    return Measurement(rate=0.8 * inputs / (t90 - t10), peak_rss_mb=rss.peak, final_rss_mb=final,
-                       cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * inputs), rss_over_time=rss.samples,
-                       machine_busy_pct=busy_pct(machine10, machine90))
+    measured = steps.measurement(inputs) if follower else outputs.measurement(inputs)
+    measured.peak_rss_mb, measured.final_rss_mb, measured.rss_over_time = rss.peak, final, rss.samples
+    if follower:
+        measured.extra["outputs"] = outputs.measurement(inputs)
+    return measured
 
 
 # --- scenarios ------------------------------------------------------------------------------------
@@ -281,20 +344,23 @@ def worker_env(service: str, extra: dict[str, str]) -> dict[str, str]:
 
 
 async def bench_ingest(source: str, logs: Path, instances: int = 1) -> Measurement:
+    """The whole worker: both stages' work, the health stage's as its group commits past the canonical events
+    (the normalise stage's rate alone, as its events appear, is in extra["outputs"])."""
     run = uuid.uuid4().hex[:8]
+    health_group = f"bench-health-{run}"
     t = {"events_topic": f"bench.ingest.{run}.events", "health_topic": f"bench.ingest.{run}.health",
          "state_topic": f"bench.ingest.{run}.state"}
     await create_topics([*t.values(), f"{source}.dlq", f"{t['events_topic']}.dlq"],
                         compacted=[t["health_topic"], t["state_topic"]])
     env = worker_env("ingest", {
         "APIPLUS_INGEST_RAW_TOPIC": source, "APIPLUS_INGEST_SUBSCRIBE_EVOLUTION": "false",
-        "APIPLUS_INGEST_GROUP_ID": f"bench-ingest-{run}", "APIPLUS_INGEST_HEALTH_GROUP_ID": f"bench-health-{run}",
+        "APIPLUS_INGEST_GROUP_ID": f"bench-ingest-{run}", "APIPLUS_INGEST_HEALTH_GROUP_ID": health_group,
         **{f"APIPLUS_INGEST_{k.upper()}": v for k, v in t.items()},
     })
     procs = spawn_workers(instances, [*profiled("ingest", logs), "-m", "services.cli", "ingest", "run"], env, logs,
                           "ingest")
     try:
-        return await watch_outputs(procs, t["events_topic"], INGEST_N, INGEST_N)
+        return await watch_outputs(procs, t["events_topic"], INGEST_N, INGEST_N, follower=health_group)
     finally:
         stop(*procs)
 
@@ -581,6 +647,12 @@ def summary(values: list[float]) -> dict[str, float]:
             "spread_pct": 100 * (max(values) - min(values)) / med if med else 0.0, "runs": len(values)}
 
 
+def record_ingest(results: dict[str, list[Measurement]], suffix: str, whole: Measurement) -> None:
+    """The whole worker's figures as "ingest", its normalise stage's alone as "ingest_normalise"."""
+    results[f"ingest{suffix}"].append(whole)
+    results[f"ingest_normalise{suffix}"].append(whole.extra["outputs"])
+
+
 async def main() -> int:
     logs = ROOT / ".cache" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
@@ -595,18 +667,19 @@ async def main() -> int:
     billing_n = await produce(billing_src, data.billing_events(BILLING_TENANTS, BILLING_PER_TENANT))
     await produce("bench.registry", data.registry_rows(CHANNELS))
     results: dict[str, list[Measurement]] = {k: [] for k in (
-        "baseline_ingest", "ingest", "faust_ingest", *PEER_COMMANDS, "baseline_billing", "billing", "dispatch", "http",
-        *(f"{s}_x{SCALE_OUT}" for s in ("ingest", "billing", "dispatch")))}
+        "baseline_ingest", "ingest", "ingest_normalise", "faust_ingest", *PEER_COMMANDS, "baseline_billing",
+        "billing", "dispatch", "http",
+        *(f"{s}_x{SCALE_OUT}" for s in ("ingest", "ingest_normalise", "billing", "dispatch")))}
     for r in range(RUNS):
         say(f"run {r + 1}/{RUNS}")
         if "ingest" in ONLY:
             results["baseline_ingest"].append(await bench_passthrough("baseline", ingest_src, INGEST_N, logs))
-            results["ingest"].append(await bench_ingest(ingest_src, logs))
+            record_ingest(results, "", await bench_ingest(ingest_src, logs))
             results["faust_ingest"].append(await bench_passthrough("faust", ingest_src, INGEST_N, logs))
             for peer in PEER_COMMANDS if "peers" in ONLY else ():
                 results[peer].append(await bench_passthrough(peer, ingest_src, INGEST_N, logs))
             if "scale" in ONLY:
-                results[f"ingest_x{SCALE_OUT}"].append(await bench_ingest(ingest_src, logs, SCALE_OUT))
+                record_ingest(results, f"_x{SCALE_OUT}", await bench_ingest(ingest_src, logs, SCALE_OUT))
         if "billing" in ONLY:
             results["baseline_billing"].append(
                 await bench_passthrough("baseline", billing_src, billing_n, logs, poll=BILLING_POLL))
@@ -641,6 +714,7 @@ async def main() -> int:
         for name in (*WORKERS, *(f"{s}_x{SCALE_OUT}" for s in WORKERS)) if results[name]}
     pairs_main = ("ingest_vs_baseline", "billing_vs_baseline", "dispatch_vs_http")
     pairs = {"ingest_vs_baseline": ("ingest", "baseline_ingest"),
+             "ingest_normalise_vs_baseline": ("ingest_normalise", "baseline_ingest"),
              "faust_vs_baseline": ("faust_ingest", "baseline_ingest"),
              "billing_vs_baseline": ("billing", "baseline_billing"), "dispatch_vs_http": ("dispatch", "http"),
              **{f"{peer}_vs_baseline": (peer, "baseline_ingest") for peer in PEER_COMMANDS},
