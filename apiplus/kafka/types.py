@@ -7,6 +7,7 @@ the in-memory fakes of `apiplus.harness`. Partitions are aiokafka's `TopicPartit
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -178,8 +179,21 @@ async def send_outputs(producer: Producer, outputs: Sequence[Output]) -> list[Aw
     On aiokafka's producer the records go in batches (`send_batched`); elsewhere one `send` each."""
     if len(outputs) > 1 and isinstance(producer, AIOKafkaProducer):
         batching: BatchProducer = producer
-        return await send_batched(batching, outputs)
-    return [await _send_one(producer, out) for out in outputs]
+        deliveries = await send_batched(batching, outputs)
+    else:
+        deliveries = [await _send_one(producer, out) for out in outputs]
+    for delivery in {id(d): d for d in deliveries}.values():
+        if isinstance(delivery, asyncio.Future):
+            delivery.add_done_callback(_seen)
+    return deliveries
+
+
+def _seen(delivery: asyncio.Future[Any]) -> None:
+    """A failed delivery fails the transaction's commit (or the caller that awaits it); marked as seen here
+    so that asyncio does not also log each one as "never retrieved" (36 000 error lines once, when a
+    fenced producer's queued records all failed at once)."""
+    if not delivery.cancelled():
+        delivery.exception()
 
 
 async def _send_one(producer: Producer, out: Output) -> Awaitable[Any]:

@@ -124,6 +124,8 @@ class Outboxes:
                 RENEW_TIMEOUT_SECONDS)
         except ProducerFenced:
             self.boxes.pop(tp, None)
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
             return None
         except (KafkaError, OSError) as exc:
             box.stale = True
@@ -193,6 +195,8 @@ class Outboxes:
         except ProducerFenced:
             log.warning("producer fenced; partition moved", extra={"topic": tp.topic, "partition": tp.partition})
             self.boxes.pop(tp, None)
+            with contextlib.suppress(KafkaError, OSError):
+                await box.producer.stop()  # or it lingers, unclosed, until the process ends
             return
         except (KafkaError, OSError) as exc:
             self.metrics.transaction_aborts.inc()

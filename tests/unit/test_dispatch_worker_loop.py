@@ -254,14 +254,16 @@ async def test_a_zombie_that_missed_the_rebalance_is_fenced_and_writes_nothing()
     for i in range(10):
         w.command(f"ok-{i}", "a")
     await w.run_for(zombie, 0.3, every=0.1)
+    busy = TopicPartition("cmd", w.h.broker.records("cmd")[0].partition)
+    fenced = zombie.outboxes.boxes[busy].producer
     w.h.broker.expel(zombie._consumer)  # type: ignore[arg-type]
     owner = await w.started()
     for _ in range(40):  # both poll; the zombie still holds its old assignment
         await zombie.step()
         await owner.step()
         await w.h.clock.advance(0.1)
-    busy = TopicPartition("cmd", w.h.broker.records("cmd")[0].partition)
     assert busy not in zombie.outboxes.boxes, "the zombie's producer was not fenced"
+    assert fenced.stopped, "the fenced producer was left open"  # type: ignore[attr-defined]
     await w.closed(owner)
     w.kill(zombie)
     seen = Counter((r["command_id"], r["state"]) for r in w.out("results"))

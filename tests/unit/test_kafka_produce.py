@@ -4,15 +4,17 @@ The real producer and broker are in tests/integration/test_kafka_batches.py."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import pytest
+from aiokafka.errors import ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
 from apiplus.kafka import types as kafka_types
-from apiplus.kafka.types import SINGLE_SEND_BYTES, Output, key_partition, send_batched
+from apiplus.kafka.types import SINGLE_SEND_BYTES, Output, key_partition, send_batched, send_outputs
 
 PARTITIONS = 6
 
@@ -194,3 +196,37 @@ def test_the_key_cache_is_bounded_and_stays_right_after_it_is_cleared(monkeypatc
     first = [key_partition(_key(n), partitions) for n in range(25)]
     assert len(kafka_types._KEY_PARTITIONS[partitions]) <= 10
     assert [key_partition(_key(n), partitions) for n in range(25)] == first
+
+
+class _FailingLater:
+    """A producer whose deliveries are plain futures, failed after the records were queued (a fenced
+    producer's pending records fail this way)."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None, headers: Any = None) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+
+async def test_failed_deliveries_nobody_awaits_are_not_reported_as_never_retrieved() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        producer = _FailingLater()
+        awaited = await send_outputs(producer, [Output("t", b"a", key=b"k"), Output("t", b"b", key=b"k")])
+        for future in producer.futures:
+            future.set_exception(ProducerFenced())
+        await asyncio.sleep(0)  # the done callbacks run
+        with pytest.raises(ProducerFenced):
+            await awaited[0]  # a caller that awaits still gets the failure
+        del awaited, producer, future
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
