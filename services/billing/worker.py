@@ -9,8 +9,6 @@ from functools import cache
 from typing import Any
 
 import orjson
-from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
 from apiplus.clock import SYSTEM_CLOCK, Clock
@@ -48,64 +46,15 @@ def parse_input(raw: bytes | None) -> dict[str, Any]:
     return event
 
 
-class OutputPartitions:
-    """Each tenant's partition of the invoice topic, computed once per tenant the way aiokafka's default
-    partitioner computes it for the tenant key (murmur2, as the Java client), so that the producer does
-    not hash the key and rebuild the topic's set of available partitions for every charge (about 7% of
-    the worker's CPU in its profile; docs/bench-notes/s3-billing.md).
-
-    The partition count is asked once, at the first batch (again at most every `retry_seconds` while the
-    topic's metadata cannot be had; meanwhile outputs are keyed only and the producer partitions them).
-    It is not asked again while the worker runs: partitions are only ever added, so the partitions it
-    computed stay valid and all of a tenant's outputs keep going to one partition; after partitions are
-    added to the invoice topic, a restart moves tenants to the partitions every other producer uses."""
-
-    def __init__(self, clients: ClientFactory | None, topic: str, clock: Clock = SYSTEM_CLOCK,
-                 retry_seconds: float = 60.0) -> None:
-        self._clients = clients
-        self._topic = topic
-        self._clock = clock
-        self._retry_seconds = retry_seconds
-        self._next_try = float("-inf")
-        self.count: int | None = None
-        self._of: dict[bytes, int] = {}
-
-    async def learn(self) -> None:
-        if self.count is not None or self._clients is None or self._clock.monotonic() < self._next_try:
-            return
-        self._next_try = self._clock.monotonic() + self._retry_seconds
-        try:
-            found = await self._clients.partitions_for(self._topic)
-        except (KafkaError, OSError) as exc:
-            log.warning("invoice topic metadata unavailable; the producer partitions outputs",
-                        extra={"topic": self._topic, "error": type(exc).__name__})
-            return
-        if found and found == list(range(len(found))):
-            self.count = len(found)
-
-    def of(self, key: bytes) -> int | None:
-        """The key's partition, or None (the producer's partitioner decides) until the count is known."""
-        if self.count is None:
-            return None
-        partition = self._of.get(key)
-        if partition is None:
-            partition = self._of[key] = (murmur2(key) & 0x7FFFFFFF) % self.count
-        return partition
-
-
 class BillingHandler:
-    def __init__(self, settings: BillingSettings, rules: BillingRules, metrics: BillingMetrics,
-                 partitions: OutputPartitions | None = None) -> None:
+    def __init__(self, settings: BillingSettings, rules: BillingRules, metrics: BillingMetrics) -> None:
         self.settings = settings
         self.rules = rules
         self.metrics = metrics
         self.grace = timedelta(seconds=settings.due_day_grace_seconds)
-        self.partitions = partitions or OutputPartitions(None, settings.output_topic)
 
     async def prepare(self, records: Sequence[Any]) -> None:
-        """A tenant's state is all in the partition's table; only the invoice topic's partition count is
-        looked up, once."""
-        await self.partitions.learn()
+        """Nothing to fetch: a tenant's state is all in the partition's table."""
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
         event = parse_input(record.value)
@@ -163,8 +112,10 @@ class BillingHandler:
             elif event["type"] == "invoice.closed":
                 counts.invoiced_cents += event["total_cents"]
                 self.metrics.last_close_timestamp.set_to_current_time()
-        topic, partition = self.settings.output_topic, self.partitions.of(key)
-        return [Output(topic, orjson.dumps(e), key=key, partition=partition) for e in events]
+        # Keyed by tenant: the groundwork's batched produce puts each on the key's partition (murmur2, as
+        # the producer's default partitioner), remembered per key (apiplus.kafka.types.send_batched).
+        topic = self.settings.output_topic
+        return [Output(topic, orjson.dumps(e), key=key) for e in events]
 
 
 def build(
@@ -189,5 +140,5 @@ def build(
         state_decode=TenantState.decode,
     )
     clients = clients or KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-billing"))
-    handler = BillingHandler(settings, rules, metrics, OutputPartitions(clients, settings.output_topic, clock))
+    handler = BillingHandler(settings, rules, metrics)
     return TransactionalProcessor(config, clients, handler, metrics.worker.stage("billing"), clock)

@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError
-from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
 from apiplus.harness import Harness, Killed
@@ -94,39 +93,6 @@ async def test_the_event_counters_count_inputs_outputs_cents_and_duplicates() ->
     assert value("events", type="channel.charged") == 1
     assert value("events", type="activation.rejected") is None  # a type never written has no series
     assert (value("charged_cents"), value("invoiced_cents"), value("duplicates")) == (500, 0, 1)
-
-
-async def test_outputs_go_to_the_partition_the_producers_default_partitioner_would_choose() -> None:
-    h = Harness(start=NOV_15_NOON)
-    for topic in (IN, STATE, IN + ".dlq"):
-        h.broker.create_topic(topic, partitions=2)
-    h.broker.create_topic(OUT, partitions=6)
-    tenants = [f"tenant-{i}" for i in range(24)]
-    for tenant in tenants:
-        _send(h, _tenant(tenant))
-        _send(h, _activation(tenant, "free", f"{tenant}-a0"))
-        _send(h, _activation(tenant, "c1", f"{tenant}-a1"))
-    await _run_once(_billing(h, due_day_timer=False))
-    outputs = h.broker.records(OUT)  # a charge and a purchase notice per tenant
-    charged = [orjson.loads(r.value)["tenant_id"] for r in outputs if b"channel.charged" in r.value]
-    assert sorted(charged) == sorted(tenants)
-    everywhere = list(range(6))
-    assert {r.partition for r in outputs} == set(everywhere)  # the harness alone would hash with crc32
-    assert all(r.partition == DefaultPartitioner()(r.key, everywhere, everywhere) for r in outputs)
-
-
-async def test_without_the_output_topics_metadata_the_producer_partitions_and_nothing_is_lost() -> None:
-    h = _harness()
-
-    async def unavailable(topic: str) -> list[int]:
-        raise KafkaConnectionError("metadata unavailable")
-
-    h.kafka.partitions_for = unavailable  # type: ignore[method-assign]
-    first = await _acme_with_its_free_channel(h)
-    _send(h, _activation("acme", "c1", "a1"))
-    await first.step()
-    await first.close()
-    assert [c["channel_id"] for c in _out(h, "channel.charged")] == ["c1"]
 
 
 async def test_a_crash_mid_transaction_neither_loses_nor_doubles_a_charge() -> None:
