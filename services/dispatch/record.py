@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from apiplus.envelope import json_bytes
+
 
 class SendState(StrEnum):
     SENDING = "sending"
@@ -64,7 +66,7 @@ class SendRecord:
             value["message_id"] = self.message_id
         if self.state is SendState.DONE:
             value["terminal"] = self.terminal
-        return orjson.dumps(value)
+        return json_bytes(value)  # waits in the Redis pipeline until it flushes
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> SendRecord:

@@ -13,7 +13,7 @@ import orjson
 
 from apiplus.clock import Clock
 from apiplus.dlq import DeadLetterWriter, Source
-from apiplus.envelope import deterministic_id, make_event, rfc3339_from_epoch
+from apiplus.envelope import deterministic_id, json_bytes, make_event, rfc3339_from_epoch
 from apiplus.errors import PermanentError
 from apiplus.kafka import Output
 from services.dispatch.metrics import INTAKE, DispatchMetrics
@@ -27,12 +27,7 @@ NOT_BEFORE_HEADER = "x-apiplus-not-before"
 PROGRESS = {ResultState.QUEUED: Mark.QUEUED, ResultState.HELD: Mark.HELD}
 
 
-def encode(value: Any) -> bytes:
-    """JSON bytes of their own size. orjson (3.12 on) returns its bytes in the buffer it wrote them into, at
-    least 4 KiB and never shrunk; an output waits in its outbox for up to a commit interval and a
-    transaction, thousands at a time in a burst, so each would hold 4 KiB for a ~300-byte result
-    (docs/bench-notes/s3-dispatch-rss.md). The copy costs well under a microsecond."""
-    return bytes(memoryview(orjson.dumps(value)))
+encode = json_bytes  # results and parked commands wait in an outbox until the commit
 
 
 def result_event(command_id: str, channel_id: str, state: ResultState, now: float, *,

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from apiplus.harness import ManualClock
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.outcome import ResultState
+from services.dispatch.record import SendRecord, SendState
 from services.dispatch.results import Outputs, encode
 
 
@@ -34,6 +35,12 @@ EVENT = {"command_id": "c" * 20, "channel_id": "ch1", "state": "queued", "event_
 def test_encode_is_orjson_at_its_own_size() -> None:
     assert encode(EVENT) == orjson.dumps(EVENT)
     assert allocated(lambda: encode(EVENT)) < 400
+
+
+def test_a_send_record_waiting_in_the_redis_pipeline_holds_its_own_size() -> None:
+    record = SendRecord(SendState.DONE, message_id="wamid." + "x" * 40, terminal="sent")
+    assert orjson.loads(record.to_json()) == {"state": "done", "message_id": record.message_id, "terminal": "sent"}
+    assert allocated(record.to_json) < 400
 
 
 def test_a_result_waiting_in_an_outbox_holds_well_under_a_kilobyte() -> None:
