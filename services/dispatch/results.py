@@ -27,9 +27,6 @@ NOT_BEFORE_HEADER = "x-apiplus-not-before"
 PROGRESS = {ResultState.QUEUED: Mark.QUEUED, ResultState.HELD: Mark.HELD}
 
 
-encode = json_bytes  # results and parked commands wait in an outbox until the commit
-
-
 def result_event(command_id: str, channel_id: str, state: ResultState, now: float, *,
                  message_id: str | None = None, error: Failure | None = None,
                  resolved_by: str | None = None) -> dict[str, Any]:
@@ -59,7 +56,7 @@ class Outputs:
         self.metrics.results(str(state)).inc()
         event = result_event(command_id, channel_id, state, self.clock.time(), message_id=message_id, error=error,
                              resolved_by=resolved_by)
-        return Output(self.results_topic, encode(event), key=channel_id.encode())
+        return Output(self.results_topic, json_bytes(event), key=channel_id.encode())
 
     def dead_letter(self, source: Source, error: PermanentError, *, stage: str = INTAKE) -> Output:
         return self.dead_letters[stage].output(source, error)
@@ -70,7 +67,7 @@ class Outputs:
         body.pop("token", None)
         headers = [(RETRY_HEADER, str(retry_round).encode()),
                    (NOT_BEFORE_HEADER, str(self.clock.time() + delay).encode())]
-        return Output(self.retry_topic, encode(body), key=channel_id.encode(), headers=headers)
+        return Output(self.retry_topic, json_bytes(body), key=channel_id.encode(), headers=headers)
 
     def committed(self, tp: Any, offset: int) -> Mark:
         """How far the command at `offset` got in committed transactions (before a restart, say)."""
