@@ -13,6 +13,10 @@ from apiplus.kafka.config import KafkaClientConfig
 from apiplus.kafka.types import Consumer, Producer, TransactionalProducer
 
 log = logging.getLogger("apiplus.kafka")
+# A transaction's outputs go in record batches of up to this size (aiokafka's default is 16 KiB): each full
+# batch waits until the partition's previous one is acknowledged, so small batches made a large transaction
+# a long series of round trips (docs/facts.md). Half the broker's default message.max.bytes.
+TRANSACTION_BATCH_BYTES = 512 * 1024
 
 
 class KafkaClients:
@@ -55,6 +59,7 @@ class KafkaClients:
             enable_idempotence=True,
             acks="all",
             linger_ms=5,
+            max_batch_size=TRANSACTION_BATCH_BYTES,
         )
         return producer
 

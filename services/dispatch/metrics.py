@@ -53,6 +53,9 @@ class DispatchMetrics:
                             registry=registry)
         self.paced = Gauge("apiplus_dispatch_paced_channels", "Channels waiting for their pacing gap.",
                            registry=registry)
+        self.unflushed = Gauge("apiplus_dispatch_unflushed_outputs",
+                               "Results, dead letters and parked commands waiting for their partition's transaction.",
+                               registry=registry)
         self.in_flight = Gauge("apiplus_dispatch_in_flight_sends", "Provider requests in progress.",
                                registry=registry)
         self.redis_errors = Counter(

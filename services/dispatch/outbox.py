@@ -144,6 +144,10 @@ class Outboxes:
         partition: int = tp.partition
         return self._progress_partitions[partition % len(self._progress_partitions)]
 
+    def waiting(self) -> int:
+        """Outputs waiting for their partition's next transaction (intake's backpressure counts them)."""
+        return sum(len(box.pending.outputs) for box in self.boxes.values())
+
     # --- what the parts hand in -----------------------------------------------------------------
     def mark(self, tp: Any, offset: int) -> Mark:
         box = self.boxes.get(tp)

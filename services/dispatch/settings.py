@@ -35,6 +35,9 @@ class DispatchSettings(WorkerSettings):
     # ... and above this many that are not held (a burst is read about as fast as it is sent, not all at
     # once: each queued command costs memory; docs/bench-notes/s3-dispatch-rss.md)
     max_buffered_sendable: int = Field(5_000, ge=100)
+    # ... and while this many outputs wait for their partition's transaction (the commits fall behind the
+    # sends: what waits for them, results and the finished jobs, would grow with the backlog)
+    max_unflushed: int = Field(20_000, ge=100)
     # Pacing (anti-ban). Per-channel overrides come from the registry's `pacing` block.
     pacing_enabled: bool = True
     min_gap_ms: int = Field(4000, ge=0)

@@ -215,15 +215,20 @@ class Dispatcher:
         return True
 
     def _apply_backpressure(self, consumer: Consumer) -> None:
-        """Pause fetching while the lanes hold enough: max_buffered commands in all, or max_buffered_sendable
-        that are not held (held ones, counted at the last gauge export, wait for their channel, not for us).
-        Resume once the sendable ones are down to half, so that intake reads whole polls, not a trickle."""
+        """Pause fetching while enough waits: max_buffered commands in the lanes in all, max_buffered_sendable
+        that are not held (held ones, counted at the last gauge export, wait for their channel, not for us),
+        or max_unflushed outputs for the outboxes' next transactions (commits behind the sends). Resume once
+        the sendable commands and the unflushed outputs are both down to half, so that intake reads whole
+        polls, not a trickle."""
+        s = self.settings
         assigned = list(consumer.assignment())
         buffered = self.lanes.buffered
         sendable = buffered - self._held
-        if buffered >= self.settings.max_buffered or sendable >= self.settings.max_buffered_sendable:
+        unflushed = self.outboxes.waiting()
+        if buffered >= s.max_buffered or sendable >= s.max_buffered_sendable or unflushed >= s.max_unflushed:
             consumer.pause(*assigned)
-        elif consumer.paused() and sendable <= self.settings.max_buffered_sendable // 2:
+        elif (consumer.paused() and sendable <= s.max_buffered_sendable // 2
+              and unflushed <= s.max_unflushed // 2):
             consumer.resume(*assigned)
 
     # --- offsets and rebalance ------------------------------------------------------------------
@@ -247,6 +252,7 @@ class Dispatcher:
         self.metrics.held.set(held)
         self.metrics.queued.set(queued)
         self.metrics.paced.set(paced)
+        self.metrics.unflushed.set(self.outboxes.waiting())
         self.metrics.table_rows("registry").set(len(self.registry.rows))
         self.metrics.table_rows("health").set(len(self.health.rows))
         partitions = list(self.commits.trackers)

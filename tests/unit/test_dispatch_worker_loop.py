@@ -289,15 +289,21 @@ async def test_a_registry_change_reaches_the_next_command_although_channels_are_
     assert d._channel("b") is None
 
 
-async def burst_peak(sendable: int) -> tuple[int, World]:
-    """3 000 commands over 50 channels, each send taking a second: the most commands the lanes held at once."""
-    w = World(max_buffered_sendable=sendable)
+async def burst(w: World) -> Dispatcher:
+    """50 channels, then 3 000 commands over them."""
     for c in range(50):
         w.channel(f"c{c}")
-    w.provider.latency = 1.0
     d = await w.started()
     for i in range(3000):
         w.command(f"k-{i}", f"c{i % 50}")
+    return d
+
+
+async def burst_peak(sendable: int) -> tuple[int, World]:
+    """3 000 commands over 50 channels, each send taking a second: the most commands the lanes held at once."""
+    w = World(max_buffered_sendable=sendable)
+    w.provider.latency = 1.0
+    d = await burst(w)
     peak = 0
     for _ in range(200):
         await w.run_for(d, 0.5)
@@ -333,3 +339,29 @@ async def test_held_commands_do_not_count_against_the_sendable_limit() -> None:
     assert sorted(w.provider.calls) == [f"o-{i}" for i in range(5)]
     assert d.lanes.buffered == 300  # every held command kept
     await w.closed(d)
+
+
+async def unflushed_peak(limit: int) -> tuple[int, World]:
+    """3 000 quick sends over 50 channels while commits come only every 20 s: the most outputs that waited
+    for a transaction at once."""
+    d = await burst(w := World(max_unflushed=limit, commit_interval_seconds=20.0))
+    peak = 0
+    for _ in range(400):
+        await w.run_for(d, 0.5)
+        peak = max(peak, d.outboxes.waiting())
+        if len(w.provider.calls) == 3000 and w.committed() == w.ends():
+            break
+    await w.closed(d)
+    assert sorted(w.provider.calls) == sorted(f"k-{i}" for i in range(3000))
+    assert all(n == 1 for n in w.terminal().values())
+    assert w.committed() == w.ends()
+    return peak, w
+
+
+async def test_intake_pauses_while_the_commits_fall_behind_the_sends() -> None:
+    peak, w = await unflushed_peak(limit=100)
+    # the limit, plus what one poll read before the pause produces (a `queued` and a terminal result each)
+    assert peak <= 100 + 2 * 1000
+    assert w.settings.max_unflushed == 100
+    unbounded, _ = await unflushed_peak(limit=50_000)
+    assert unbounded >= 2 * 3000  # without the limit the whole burst's results wait for the commit
