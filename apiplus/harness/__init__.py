@@ -42,7 +42,7 @@ which aborts it and fences this one: its next call raises `ProducerFenced`).
 from __future__ import annotations
 
 from apiplus.harness.broker import FakeBroker
-from apiplus.harness.clients import Delivery, FakeConsumer, FakeKafka, FakeProducer, Killed, SenderDied
+from apiplus.harness.clients import Delivery, FakeConsumer, FakeKafka, FakeProducer, Killed, ReplyLost, SenderDied
 from apiplus.harness.clock import DEFAULT_EPOCH, ClockStuck, ManualClock
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "Harness",
     "Killed",
     "ManualClock",
+    "ReplyLost",
     "SenderDied",
 ]
 

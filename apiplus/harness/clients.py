@@ -21,6 +21,11 @@ class SenderDied(KafkaError):  # type: ignore[misc]
     (aiokafka asserts on the state change FATAL_ERROR -> IN_TRANSACTION), as the fake's does."""
 
 
+class ReplyLost(KafkaError):  # type: ignore[misc]
+    """Inject at "commit": the transaction commits on the broker, but its reply never reaches the producer
+    (the connection dropped after the request was sent), which raises as if the commit had failed."""
+
+
 class Killed(BaseException):
     """Inject with `FakeBroker.fail_next(op, Killed())`: the process dies at that call, as kill -9.
     A BaseException, so no loop catches it; a producer it hits leaves its transaction open."""
@@ -252,6 +257,10 @@ class FakeProducer:
             self.broker.check_fault("commit")
         except Killed:
             self.crash()
+            raise
+        except ReplyLost:
+            self.txn = None
+            self.broker.end_transaction(txn, commit=True)
             raise
         except SenderDied:
             self.broken = True  # the transaction stays open until a new producer with the id starts

@@ -53,6 +53,9 @@ class Box:
     pending: Pending = field(default_factory=Pending)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one transaction at a time
     stale: bool = False  # the producer's renewal failed (broker away): renew before the next transaction
+    # A failed transaction whose outcome the failed renewal could not tell (its outputs and the progress it
+    # would have committed): settled by the next renewal's progress, before anything else is written.
+    in_doubt: tuple[Pending, Progress] | None = None
 
     def take(self) -> Pending:
         taken, self.pending = self.pending, Pending()
@@ -184,9 +187,11 @@ class Outboxes:
 
     async def _transaction(self, tp: Any, box: Box) -> None:
         if box.stale:
-            await self._renew(tp, box)
+            renewed = await self._renew(tp, box)
             if box.stale or self.boxes.get(tp) is not box:
                 return  # still away (or fenced): the outbox waits for the next flush
+            if box.in_doubt is not None:
+                await self._settle(box, renewed)
         frontier = self.commits.position(tp)  # with `take`, one synchronous snapshot
         taken = box.take()
         progress = box.committed.with_marks(taken.marks, frontier)
@@ -206,15 +211,33 @@ class Outboxes:
             self.metrics.transaction_aborts.inc()
             log.warning("transaction aborted; retried at the next flush",
                         extra={"topic": tp.topic, "partition": tp.partition, "error": type(exc).__name__})
-            if await self._renew(tp, box) != progress:
-                box.restore(taken)
+            renewed = await self._renew(tp, box)
+            if renewed != progress:
+                if box.stale:  # the broker still away: whether it committed is known at the next renewal
+                    box.in_doubt = (taken, progress)
+                else:
+                    box.restore(taken)
                 return
             # The transaction had committed after all (only its reply was lost): nothing to redo.
         except BaseException:  # cancelled mid-transaction: it aborts; a result doubled beats one lost
             box.restore(taken)
             raise
-        box.committed = progress
         self.metrics.batch_duration.observe(asyncio.get_running_loop().time() - started)
+        await self._committed(box, taken, progress)
+
+    async def _settle(self, box: Box, renewed: Progress | None) -> None:
+        """The transaction in doubt committed if the progress read back is the one it carried (only its reply
+        was lost): it is done, not written again. Otherwise it aborted: its outputs go first in the next."""
+        assert box.in_doubt is not None
+        (taken, progress), box.in_doubt = box.in_doubt, None
+        if renewed != progress:
+            box.restore(taken)
+            return
+        await self._committed(box, taken, progress)
+
+    @staticmethod
+    async def _committed(box: Box, taken: Pending, progress: Progress) -> None:
+        box.committed = progress
         await asyncio.gather(*(after() for after in taken.after))
 
     def _progress_output(self, tp: Any, progress: Progress) -> Output:

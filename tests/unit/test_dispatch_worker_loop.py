@@ -8,10 +8,11 @@ from collections import Counter
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from apiplus.harness import Harness, Killed, ManualClock
+from apiplus.harness import Harness, Killed, ManualClock, ReplyLost
 from services.dispatch import providers
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.providers import Provider, Request
@@ -365,3 +366,26 @@ async def test_intake_pauses_while_the_commits_fall_behind_the_sends() -> None:
     assert w.settings.max_unflushed == 100
     unbounded, _ = await unflushed_peak(limit=50_000)
     assert unbounded >= 2 * 3000  # without the limit the whole burst's results wait for the commit
+
+
+@pytest.mark.parametrize("committed", [True, False])
+async def test_a_commit_in_doubt_while_the_broker_stays_away_is_written_once(committed: bool) -> None:
+    """A commit fails and the producer cannot be renewed for a while (the broker away). If the commit had
+    reached the broker (only its reply was lost), the progress read back at the next renewal says so and its
+    results are not written a second time; if it had not, they are written then. Either way: once."""
+    w = World()
+    w.channel("a")
+    d = await w.started()
+    for i in range(4):
+        w.command(f"k-{i}", "a")
+    w.h.broker.fail_next("commit", ReplyLost("connection dropped after the request") if committed else None)
+    w.h.broker.fail_next("init", times=3)  # the renewals of the next three flushes fail
+    for _ in range(5):  # commands only arrive after the lost reply: the first flushes hold just those four
+        await w.run_for(d, 1)
+    for i in range(4, 6):
+        w.command(f"k-{i}", "a")
+    await w.run_for(d, 4)
+    await w.closed(d)
+    results = Counter((r["command_id"], r["state"]) for r in w.out("results"))
+    assert results == Counter({(f"k-{i}", s): 1 for i in range(6) for s in ("queued", "sent")})
+    assert w.committed() == w.ends()
