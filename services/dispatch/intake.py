@@ -77,6 +77,10 @@ class Intake:
                 refused.append((record, data, exc))
                 continue
             accepted += 1
+            if self.records.current(command.command_id, None) is not None:
+                self.metrics.duplicates.inc()  # finished in this process already: no second `queued`, no send
+                self.commits.done(tp, record.offset)
+                continue
             await self._queue(tp, record, command, channel, request, reported)
         self.metrics.intake.record("ok", accepted)
         if refused:

@@ -389,3 +389,18 @@ async def test_a_commit_in_doubt_while_the_broker_stays_away_is_written_once(com
     results = Counter((r["command_id"], r["state"]) for r in w.out("results"))
     assert results == Counter({(f"k-{i}", s): 1 for i in range(6) for s in ("queued", "sent")})
     assert w.committed() == w.ends()
+
+
+async def test_a_command_published_again_after_it_finished_here_gets_no_second_queued() -> None:
+    w = World()
+    w.channel("a")
+    d = await w.started()
+    w.command("once", "a")
+    await w.run_for(d, 2)
+    w.command("once", "a")  # upstream publishes it again, after it was sent and committed
+    await w.run_for(d, 2)
+    await w.closed(d)
+    assert Counter((r["command_id"], r["state"]) for r in w.out("results")) == Counter(
+        {("once", "queued"): 1, ("once", "sent"): 1})
+    assert w.provider.calls == ["once"]
+    assert w.committed() == w.ends()
