@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from apiplus.health import HealthServer, Readiness, ReadyCheck
+from apiplus.loopprobe import LoopProbe
 
 log = logging.getLogger("apiplus.runtime")
 READY_EVERY_SECONDS = 5.0  # the ready gauge is refreshed this often, scraped or not
@@ -62,7 +63,8 @@ async def run_components(
     ready_gauge: Any | None = None,
     app: web.Application | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT: then stop fetching, finish in-flight work, commit, leave the group."""
+    """Run until SIGTERM/SIGINT: then stop fetching, finish in-flight work, commit, leave the group.
+    Beside the components, the event loop's probe (loopprobe.py) feeds the registry."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -74,6 +76,7 @@ async def run_components(
     tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in components]
     stopper = asyncio.create_task(stop_requested.wait())
     watcher = asyncio.create_task(_refresh(readiness)) if ready_gauge is not None else None
+    probe = asyncio.create_task(LoopProbe(registry).run(), name="loop-probe")  # apiplus_event_loop_* metrics
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -86,6 +89,7 @@ async def run_components(
         failed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
     finally:
         stopper.cancel()
+        probe.cancel()
         if watcher is not None:
             watcher.cancel()
         if ready_gauge is not None:

@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import data, ingress
 from bench.peers import COMMANDS as PEER_COMMANDS
@@ -518,6 +519,8 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     sim = Simulator(logs)
     run = uuid.uuid4().hex[:8]
     env, t = dispatch_env(run, sim)
+    metrics_url = f"http://127.0.0.1:{(port := free_port())}/metrics"
+    env["APIPLUS_DISPATCH_HTTP_PORT"] = str(port)
     await create_topics([*t.values(), f"{t['commands_topic']}.dlq"])
     spawned = time.monotonic()
     proc = spawn([sys.executable, "-m", "services.cli", "dispatch", "run"], env, logs / "dispatch-latency.log")
@@ -537,6 +540,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
                 raise RuntimeError("the latency phase's worker sent nothing in 120 s")
             await asyncio.sleep(0.1)
         ready = time.monotonic() - spawned
+        loop_start = await asyncio.to_thread(loop_figures, metrics_url)
         cpu_start = cpu_seconds([proc])
         total = int(rate * LATENCY_SECONDS)
         started = time.perf_counter()
@@ -554,6 +558,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
         while await asyncio.to_thread(sim.distinct) < total + 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         cpu_us = 1e6 * (cpu_seconds([proc]) - cpu_start) / total
+        loop = {k: v - loop_start.get(k, 0.0) for k, v in (await asyncio.to_thread(loop_figures, metrics_url)).items()}
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -577,7 +582,42 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     split = {f"{part}_{k}": v for part, values in (("broker", broker), ("worker", worker)) if values
              for k, v in percentiles(values).items()}
     return {**percentiles([ms for _, ms in timed]), **split, "rate": rate, "commands": len(timed),
-            "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us}
+            "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us, "loop": loop}
+
+
+def loop_figures(metrics_url: str) -> dict[str, float]:
+    """The worker's event loop probe (apiplus/loopprobe.py), as counters to subtract: stalled seconds running
+    and waiting for a CPU, probes over 50 ms late, collector pauses (count and seconds) per generation."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as resp:
+        return parse_loop_figures(resp.read().decode())
+
+
+def parse_loop_figures(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "apiplus_event_loop_stalled_seconds_total":
+                out[f"stalled_{sample.labels['cpu']}_s"] = sample.value
+            elif sample.name == "apiplus_event_loop_lag_seconds_count":
+                out["probes"] = sample.value
+            elif sample.name == "apiplus_event_loop_lag_seconds_bucket" and sample.labels["le"] == "0.05":
+                out["probes_within_50ms"] = sample.value
+            elif sample.name in ("apiplus_gc_pause_seconds_count", "apiplus_gc_pause_seconds_sum"):
+                kind = "count" if sample.name.endswith("count") else "s"
+                out[f"gc{sample.labels['generation']}_{kind}"] = sample.value
+    return out
+
+
+def loop_line(loop: dict[str, float]) -> str:
+    """What held the worker's event loop up during the timed load."""
+    if not loop:
+        return "loop probe not read"
+    late = loop.get("probes", 0) - loop.get("probes_within_50ms", 0)
+    gc = ", ".join(f"gen{g} {loop.get(f'gc{g}_count', 0):.0f} pauses {1000 * loop.get(f'gc{g}_s', 0):.0f} ms"
+                   for g in (0, 1, 2))
+    return (f"event loop stalled {1000 * loop.get('stalled_running_s', 0):.0f} ms running, "
+            f"{1000 * loop.get('stalled_waiting_s', 0):.0f} ms waiting for a CPU, {late:.0f} probes over 50 ms late; "
+            f"gc {gc}")
 
 
 async def watch_commands(topic: str, seen_at: dict[str, float]) -> None:
@@ -755,7 +795,7 @@ async def main() -> int:
               f"(worker ready after {r['ready_s']:.1f} s, {r['cpu_us_per_command']:.0f} cpu us/command); "
               f"produced -> readable p50/p99 "
               f"{r.get('broker_p50_ms', nan):.1f}/{r.get('broker_p99_ms', nan):.1f} ms, readable -> received "
-              f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms")
+              f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms; {loop_line(r.get('loop', {}))}")
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms (median of runs), "
           f"p99 {latency['p99_ms']:.1f} ms, p99.9 {latency['p999_ms']:.1f} ms (worst run)")
     for name, m in rss.items():

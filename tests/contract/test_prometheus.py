@@ -11,6 +11,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from apiplus.loopprobe import LoopProbe
 from services.billing.metrics import BillingMetrics
 from services.dispatch.metrics import DispatchMetrics
 from services.ingest.metrics import IngestMetrics, WebhookMetrics
@@ -60,7 +61,7 @@ def exported_metric_names() -> set[str]:
     """Every series name the workers can export (labelled families have no samples until used)."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     names: set[str] = {"up"}
-    for metrics in (IngestMetrics, WebhookMetrics, DispatchMetrics, BillingMetrics):
+    for metrics in (IngestMetrics, WebhookMetrics, DispatchMetrics, BillingMetrics, LoopProbe):  # probe: every worker
         registry = CollectorRegistry()
         metrics(registry)
         for family in registry.collect():
