@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 # Thousands of concurrent channel lanes share a bounded pool: without a bound, redis-py opens one
 # connection per concurrent caller, and the connection handshakes dominate.
@@ -64,16 +65,36 @@ class RedisBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _flush(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        """One round trip on a pooled connection: every command written at once, every reply read in order.
+        Replies are Redis's own (b"OK", bulk strings, None), without redis-py's per-command callbacks; an
+        error reply fails only its own command. Not redis-py's `Pipeline`: for the few commands of one
+        iteration its set-up costs about as much as the commands (docs/benchmarks.md, fourth round)."""
+        pool = self.client.connection_pool
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for args, _ in batch:
-                    pipe.execute_command(*args)
-                replies = await pipe.execute(raise_on_error=False)
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         except (RedisError, OSError) as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(batch, exc)
             return
+        replies: list[Any] = []
+        try:
+            await connection.send_packed_command(connection.pack_commands([args for args, _ in batch]))
+            for _ in batch:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:  # the reply was read whole: the connection stays in step
+                    replies.append(error)
+        # Cut off mid-reply (an error, a timeout, a cancellation): the connection may hold replies nobody will
+        # read, so it is closed, never handed back as it is.
+        except (RedisError, OSError) as exc:
+            await connection.disconnect()
+            _fail(batch, exc)
+            return
+        except BaseException:
+            await connection.disconnect()
+            _fail(batch, RedisConnectionError("batch interrupted"))
+            raise
+        finally:
+            await pool.release(connection)
         for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue
@@ -81,3 +102,9 @@ class RedisBatcher:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+
+def _fail(batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

@@ -362,34 +362,38 @@ async def test_a_finished_copy_that_waits_out_its_hold_is_skipped_not_expired() 
 
 
 class FlakyRedis:
-    """Just enough of redis.asyncio for the record store's pipelines: the first `failures` pipelines fail."""
+    """Just enough of redis.asyncio for the record store's batched round trips (a pooled connection: commands
+    packed and sent at once, replies read in order): the first `failures` round trips fail."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.data: dict[str, bytes] = {}
-        self._stack: list[tuple[Any, ...]] = []
+        self.connection_pool = self
+        self._sent: list[tuple[Any, ...]] = []
 
-    def pipeline(self, transaction: bool = False) -> FlakyRedis:
+    async def get_connection(self) -> FlakyRedis:
         return self
 
-    async def __aenter__(self) -> FlakyRedis:
-        self._stack = []
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
+    async def release(self, connection: FlakyRedis) -> None:
         return None
 
-    def execute_command(self, *args: Any) -> None:
-        self._stack.append(args)
+    async def disconnect(self) -> None:
+        self._sent = []
 
-    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+    def pack_commands(self, commands: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return list(commands)
+
+    async def send_packed_command(self, packed: list[tuple[Any, ...]]) -> None:
         if self.failures:
             self.failures -= 1
             raise RedisConnectionError("down")
-        for name, key, value, *_ in self._stack:
-            assert name == "SET"
-            self.data[key] = value
-        return [True] * len(self._stack)
+        self._sent = packed
+
+    async def read_response(self) -> bytes:
+        name, key, value, *_ = self._sent.pop(0)
+        assert name == "SET"
+        self.data[key] = value
+        return b"OK"
 
 
 async def test_a_done_written_without_a_task_still_waits_a_redis_outage_out() -> None:
