@@ -143,8 +143,9 @@ class BatchProducer(Producer, Protocol):
 
 # A record bigger than this is sent on its own with `send`, which refuses one above the producer's
 # max_request_size (1 MiB by default, the value KafkaClients leaves) with MessageSizeTooLargeError
-# before queuing it; a batch accepts any first record, so a batch stays below 16 KiB (aiokafka's
-# default batch size) + this limit, under the request size.
+# before queuing it; a batch accepts any first record, so a batch stays below the producer's batch size
+# (aiokafka's 16 KiB by default, `TRANSACTION_BATCH_BYTES` = 256 KiB for transactional producers) + this
+# limit, under the request size.
 SINGLE_SEND_BYTES = 512 * 1024
 _PARTITIONER = DefaultPartitioner()
 _KEY_CACHE_LIMIT = 32_768
