@@ -80,7 +80,7 @@ class ProcessorConfig:
 
 
 class RecordRunner:
-    """One record through the handler: retried in place on TransientError (then the batch aborts),
+    """A record whose handler raised: retried in place on TransientError (then the batch aborts),
     dead-lettered on PermanentError or on any unexpected exception, so bad input never stops a worker."""
 
     def __init__(self, handler: Handler, dead_letters: DeadLetterWriter, config: ProcessorConfig,
@@ -91,24 +91,28 @@ class RecordRunner:
         self.metrics = metrics
         self.clock = clock
 
-    async def handle(self, record: Any, state: PartitionState) -> tuple[Sequence[Output], bool]:
-        """The record's outputs, and whether they are its dead letter. The one place that catches broadly."""
-        for attempt in range(1, self.config.transient_attempts + 1):
+    async def recover(self, record: Any, state: PartitionState, failed: Exception) -> tuple[Sequence[Output], bool]:
+        """After the handler's first attempt raised `failed`: retry a TransientError in place (the last one
+        re-raised: the batch aborts), dead-letter a PermanentError or any unexpected exception. The one
+        place that catches broadly; the batch loop calls the handler itself and comes here only on failure."""
+        attempt = 1
+        while True:
+            if isinstance(failed, PermanentError):
+                return [self.dead_letters.output(record, failed)], True
+            if not isinstance(failed, TransientError):
+                log.error("handler failed", exc_info=failed,
+                          extra={"topic": record.topic, "partition": record.partition, "offset": record.offset})
+                error = PermanentError(ErrorCode.INTERNAL, f"unexpected {type(failed).__name__} in handler")
+                return [self.dead_letters.output(record, error)], True
+            if attempt >= self.config.transient_attempts:
+                raise failed
+            self.metrics.retries.inc()
+            await self.clock.sleep(self.config.backoff.delay(attempt, failed.retry_after))
+            attempt += 1
             try:
                 return await self.handler.handle(record, state), False
-            except PermanentError as exc:
-                return [self.dead_letters.output(record, exc)], True
-            except TransientError as exc:
-                if attempt == self.config.transient_attempts:
-                    raise
-                self.metrics.retries.inc()
-                await self.clock.sleep(self.config.backoff.delay(attempt, exc.retry_after))
-            except Exception as exc:
-                log.exception("handler failed", extra={"topic": record.topic, "partition": record.partition,
-                                                      "offset": record.offset})
-                error = PermanentError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__} in handler")
-                return [self.dead_letters.output(record, error)], True
-        raise AssertionError("unreachable")
+            except Exception as exc:  # noqa: BLE001 - the consume loop's one broad catch, see above
+                failed = exc
 
 
 @dataclass
@@ -248,14 +252,20 @@ class TransactionalProcessor:
         self.metrics.batch_duration.observe(self.clock.monotonic() - started)
 
     async def _handle_all(self, records: list[Any], owned: _Owned) -> tuple[list[Output], dict[str, int]]:
-        """The batch's outputs, in record order, produced together (one batch per output partition)."""
+        """The batch's outputs, in record order, produced together (one batch per output partition).
+        The handler is called here directly (no wrapper per record); a failure goes to `RecordRunner.recover`."""
         outputs: list[Output] = []
-        outcomes = {"ok": 0, "dead_lettered": 0}
+        dead_lettered = 0
+        handle = self.handler.handle
+        state = owned.state
         for record in records:
-            produced, dead_lettered = await self.records.handle(record, owned.state)
-            outcomes["dead_lettered" if dead_lettered else "ok"] += 1
-            outputs.extend(produced)
-        return outputs, outcomes
+            try:
+                produced = await handle(record, state)
+            except Exception as exc:  # noqa: BLE001 - handed to RecordRunner.recover, the one broad catch
+                produced, dead = await self.records.recover(record, state, exc)
+                dead_lettered += dead
+            outputs += produced
+        return outputs, {"ok": len(records) - dead_lettered, "dead_lettered": dead_lettered}
 
     def _state_outputs(self, owned: _Owned, partition: int) -> list[Output]:
         if self.config.changelog_topic is None:

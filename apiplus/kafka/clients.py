@@ -13,10 +13,14 @@ from apiplus.kafka.config import KafkaClientConfig
 from apiplus.kafka.types import Consumer, Producer, TransactionalProducer
 
 log = logging.getLogger("apiplus.kafka")
-# A transaction's outputs go in record batches of up to this size (aiokafka's default is 16 KiB): each full
-# batch waits until the partition's previous one is acknowledged, so small batches made a large transaction
-# a long series of round trips (docs/facts.md). Half the broker's default message.max.bytes.
-TRANSACTION_BATCH_BYTES = 512 * 1024
+# The largest record batch a transactional producer builds for one partition (aiokafka's `max_batch_size`,
+# 16 KiB by default). The workers produce a poll's outputs together (`send_outputs`: one batch per
+# partition), and aiokafka queues one batch per partition at a time: with 16 KiB batches a billing poll
+# of 5 000 records became ~100 batches, each waiting for the broker to acknowledge the one before it
+# on its partition (a produce request, a round trip and a yield each). 256 KiB keeps a batch and the
+# largest record sent alone (SINGLE_SEND_BYTES) below the 1 MiB request size and the broker's default
+# `message.max.bytes`; a batch's buffer grows with what is in it, so a small poll costs no more memory.
+TRANSACTION_BATCH_BYTES = 256 * 1024
 
 
 class KafkaClients:

@@ -57,16 +57,21 @@ async def test_a_batched_record_lands_on_the_partition_send_gives_its_key(kafka_
     assert len(set(by_batches.values())) == partitions  # the keys spread over every partition
 
 
+FILL = 3 * TRANSACTION_BATCH_BYTES // 320  # records of ~320 bytes: about three full batches
+
+
 async def test_batches_are_in_the_transaction_an_abort_hides_them_a_commit_shows_them(kafka_bootstrap: str) -> None:
     events, retry = unique("apiplus.test.events"), unique("apiplus.test.retry")
     await create_topics([events, retry], partitions=6)
     headers = [("x-apiplus-round", b"2"), ("x-apiplus-not-before", b"1764270000000")]
 
     def outputs(tag: str) -> list[Output]:
-        # 600 records of 300 bytes to partition 0 fill many 16 KiB batches; keyed records spread over
-        # every partition; parked commands carry headers and an explicit partition.
+        # FILL records of 300 bytes to partition 0 fill several of the transactional producer's 256 KiB
+        # batches (TRANSACTION_BATCH_BYTES); keyed records spread over every partition; parked commands
+        # carry headers and an explicit partition.
         filler = b"f" * 300
-        made = [Output(events, b"%s-fill-%d-" % (tag.encode(), i) + filler, key=b"k", partition=0) for i in range(600)]
+        made = [Output(events, b"%s-fill-%d-" % (tag.encode(), i) + filler, key=b"k", partition=0)
+                for i in range(FILL)]
         made += [Output(events, b"%s-key-%d" % (tag.encode(), i), key=b"channel-%d" % i) for i in range(300)]
         made += [Output(retry, b"%s-parked-%d" % (tag.encode(), i), key=b"channel-%d" % i, partition=i % 6,
                         headers=headers) for i in range(60)]
@@ -87,9 +92,9 @@ async def test_batches_are_in_the_transaction_an_abort_hides_them_a_commit_shows
     finally:
         await producer.stop()
 
-    seen = await read_records(events, 6, 900) + await read_records(retry, 6, 60)
+    seen = await read_records(events, 6, FILL + 300) + await read_records(retry, 6, 60)
     assert sorted(r.value for r in seen) == sorted(out.value for out in committed)
-    uncommitted = (await read_records(events, 6, 1_800, committed=False)
+    uncommitted = (await read_records(events, 6, 2 * (FILL + 300), committed=False)
                    + await read_records(retry, 6, 120, committed=False))
     # The aborted batches were written, and only the abort hides them from read_committed readers.
     assert sorted(r.value for r in uncommitted) == sorted(out.value for out in aborted + committed)
@@ -145,6 +150,6 @@ async def test_a_transaction_goes_in_a_few_large_batches_the_broker_accepts(kafk
             await send_outputs(producer, outputs)
     finally:
         await producer.stop()
-    assert batches <= 4_080_000 // TRANSACTION_BATCH_BYTES + 1  # 8 (aiokafka's default: 250)
+    assert batches <= 4_080_000 // TRANSACTION_BATCH_BYTES + 1  # 16 (aiokafka's default: 250)
     seen = await read_records(topic, 1, 4_000)
     assert [r.value for r in seen] == [out.value for out in outputs]

@@ -187,6 +187,45 @@ async def test_bad_input_is_dead_lettered_in_the_same_transaction_and_the_rest_g
     assert _sample(registry, "apiplus_test_dead_letters_total", stage="s", code="invalid_value") == 1
 
 
+class TurnsBadHandler(CountingHandler):
+    """b"flaky" fails transiently once, then is refused for good on the retry; b"shaky" fails transiently
+    once, then hits a bug."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[int, int] = {}
+
+    async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
+        calls = self.calls[record.offset] = self.calls.get(record.offset, 0) + 1
+        if record.value in (b"flaky", b"shaky") and calls == 1:
+            raise TransientError("dependency down", retry_after=None)
+        if record.value == b"flaky":
+            raise PermanentError(ErrorCode.INVALID_VALUE, "refused on the retry", field="value")
+        if record.value == b"shaky":
+            raise KeyError("a bug on the retry")
+        return await super().handle(record, state)
+
+
+async def test_a_retried_record_that_then_fails_for_good_is_dead_lettered_once() -> None:
+    h = _harness()
+    for value in (b"a", b"flaky", b"shaky", b"b"):
+        h.broker.produce(IN, value, key=b"k", partition=0)
+    registry = CollectorRegistry()
+    handler = TurnsBadHandler()
+    p = _processor(h, handler, registry=registry, backoff=Backoff(first=0.5, cap=10))
+    await p.start()
+    await h.clock.run(p.step())
+    assert [o["count"] for o in _outputs(h)] == [1, 2]
+    letters = [orjson.loads(r.value) for r in h.broker.records(IN + ".dlq")]
+    assert [(d["source"]["offset"], d["error"]["code"]) for d in letters] == [(1, "invalid_value"),
+                                                                              (2, "internal_error")]
+    assert handler.calls == {0: 1, 1: 2, 2: 2, 3: 1}  # each failing record: its attempt and one retry
+    assert _sample(registry, "apiplus_test_retries_total", stage="s") == 2
+    assert _sample(registry, "apiplus_test_records_total", stage="s", outcome="dead_lettered") == 2
+    assert _sample(registry, "apiplus_test_records_total", stage="s", outcome="ok") == 2
+    assert h.broker.committed(GROUP, P0) == 4
+
+
 async def test_a_zombie_owner_is_fenced_and_its_batch_never_becomes_visible() -> None:
     h = _harness()
     old = await _first_record_done(h)
