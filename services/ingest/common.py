@@ -303,15 +303,21 @@ def connection(code: int | None, state: str) -> dict[str, Any]:
     return {"state": state, "code": code, "reason": reason}
 
 
+MAX_STATUS_CODE = 2**31 - 1  # a gateway's status or disconnect code (HTTP-like, Baileys' 401..515)
+
+
 def status_code(value: Any, path: str) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise PermanentError(ErrorCode.WRONG_TYPE, f"{path} must be a number", field=path)
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        code = int(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf
         raise PermanentError(ErrorCode.WRONG_TYPE, f"{path} must be a number, not {value!r}", field=path) from None
+    if not 0 <= code <= MAX_STATUS_CODE:  # 1e23 parses as a float whose int no JSON encoder here can write
+        raise PermanentError(ErrorCode.INVALID_VALUE, f"{path} is out of range: {value!r}", field=path)
+    return code
 
 
 def location(loc: dict[str, Any], lat_key: str, lon_key: str, path: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from apiplus.errors import ErrorCode, PermanentError
 from services.ingest.common import (
+    MAX_STATUS_CODE,
     Context,
     Outcome,
     canonical,
@@ -136,7 +137,7 @@ def _reason_code(text_value: Any) -> int | None:
     if not isinstance(text_value, str):
         return None
     head = text_value.split(":", 1)[0].strip()
-    return int(head) if head.isdigit() else None
+    return int(head) if head.isdigit() and int(head) <= MAX_STATUS_CODE else None
 
 
 def _when(payload: dict[str, Any], inst: dict[str, Any], state: str, ctx: Context) -> tuple[str, str | None]:

@@ -161,6 +161,23 @@ def test_evolution_close_codes(code: int, state: str, reason: str) -> None:
     assert event["connection"] == {"state": state, "code": code, "reason": reason}
 
 
+@pytest.mark.parametrize("code", [1e23, -1, 2**31, float("inf")])
+def test_an_evolution_close_code_no_status_code_can_be_is_refused_not_written(code: float) -> None:
+    """orjson reads 100000000000000000000000 as the float 1e23, whose int no JSON encoder here can write: an
+    event carrying it failed when it was encoded (found by the offline corpus' property test)."""
+    with pytest.raises(PermanentError) as err:
+        normalize(evolution("connection.update", {"instance": "evo1", "state": "close", "statusReason": code}))
+    assert err.value.field == "data.statusReason"
+
+
+def test_a_uazapi_disconnect_reason_too_large_for_a_code_is_left_out() -> None:
+    conn = one(uazapi("connection", instance={"status": "disconnected",
+                                              "lastDisconnectReason": "100000000000000000000000: odd"}),
+               Context(received_at_ms=1764234000000))
+    assert conn["connection"]["code"] is None
+    orjson.dumps(conn)
+
+
 def test_evolution_status_update_and_logout_and_qr() -> None:
     status = one(evolution("messages.update", {"keyId": "K1", "remoteJid": "5511@s.whatsapp.net",
                                                "status": "DELIVERY_ACK"}))
