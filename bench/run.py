@@ -36,7 +36,6 @@ from bench.peers import COMMANDS as PEER_COMMANDS
 from chaos.stack import publish
 from services.billing.settings import BillingSettings
 from services.dispatch.core import Channel, parse_command, render_command
-from services.ingest import worker as ingest_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("APIPLUS_KAFKA_BOOTSTRAP", "127.0.0.1:24092")
@@ -45,9 +44,6 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
 ONLY = {part for part in os.environ.get("BENCH_ONLY", "ingest,billing,dispatch,ingress,peers,scale").split(",") if part}
 WORKERS = ("ingest", "dispatch", "billing")
-# The ingest code under test folds health into its one pass (its own group's commits mark an input done);
-# the earlier two-stage worker is still measured right (its health group's commits), for before/after runs.
-INGEST_ONE_PASS = hasattr(ingest_worker, "IngestHandler")
 SCALE_OUT = 2  # instances of each worker in the scale-out scenarios
 PARTITIONS = 6
 CHANNELS = 10_000
@@ -258,7 +254,7 @@ async def group_committed(admin: AIOKafkaAdminClient, group: str, topic: str) ->
 
 async def watch_outputs(
     procs: Sequence[subprocess.Popen[bytes]], topic: str, expected: int, inputs: int,
-    count: Callable[[Any], int] | None = None, follower: str | None = None, follower_topic: str | None = None,
+    count: Callable[[Any], int] | None = None, follower: str | None = None,
 ) -> Measurement:
     """Time the outputs of `procs` on `topic`; the rate is in inputs per second between 10% and 90%.
 
@@ -269,8 +265,6 @@ async def watch_outputs(
     between 10% and 90% of the 2 x `expected` steps. Not between 10% and 90% of the group's commits alone:
     with a backlog the second stage starts late and ends alone, so that window would hold most of its work
     and little of the first stage's. The outputs' own figures are kept in extra["outputs"].
-    `follower_topic`: the group's commits are read on this topic instead (ingest in one pass: its own group on
-    the raw topic, whose records are the inputs, offsets from 0 without gaps), `expected` of them.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest",
                                 isolation_level="read_committed", enable_auto_commit=False,
@@ -302,9 +296,7 @@ async def watch_outputs(
             if follower:
                 if now - asked >= RssTrack.EVERY:
                     asked = now
-                    committed = await group_committed(admin, follower, follower_topic or topic)
-                    followed = (min(expected, sum(committed.values())) if follower_topic
-                                else committed_records(offsets, committed))
+                    followed = committed_records(offsets, await group_committed(admin, follower, topic))
                     now = time.perf_counter()
                 steps.update(seen + followed, now, snapshot)
             rss.sample()
@@ -352,27 +344,22 @@ def worker_env(service: str, extra: dict[str, str]) -> dict[str, str]:
 
 
 async def bench_ingest(source: str, logs: Path, instances: int = 1) -> Measurement:
-    """The whole worker: an input is done once its health is folded in — in one pass, when the ingest group
-    has committed past its raw record; in two stages, when the health group has committed past its canonical
-    event (the rate of the canonical events alone, as they appear, is in extra["outputs"])."""
+    """The whole worker: both stages' work, the health stage's as its group commits past the canonical events
+    (the normalise stage's rate alone, as its events appear, is in extra["outputs"])."""
     run = uuid.uuid4().hex[:8]
     health_group = f"bench-health-{run}"
-    group = f"bench-ingest-{run}"
     t = {"events_topic": f"bench.ingest.{run}.events", "health_topic": f"bench.ingest.{run}.health",
          "state_topic": f"bench.ingest.{run}.state"}
     await create_topics([*t.values(), f"{source}.dlq", f"{t['events_topic']}.dlq"],
                         compacted=[t["health_topic"], t["state_topic"]])
     env = worker_env("ingest", {
         "APIPLUS_INGEST_RAW_TOPIC": source, "APIPLUS_INGEST_SUBSCRIBE_EVOLUTION": "false",
-        "APIPLUS_INGEST_GROUP_ID": group, "APIPLUS_INGEST_HEALTH_GROUP_ID": health_group,
+        "APIPLUS_INGEST_GROUP_ID": f"bench-ingest-{run}", "APIPLUS_INGEST_HEALTH_GROUP_ID": health_group,
         **{f"APIPLUS_INGEST_{k.upper()}": v for k, v in t.items()},
     })
     procs = spawn_workers(instances, [*profiled("ingest", logs), "-m", "services.cli", "ingest", "run"], env, logs,
                           "ingest")
     try:
-        if INGEST_ONE_PASS:
-            return await watch_outputs(procs, t["events_topic"], INGEST_N, INGEST_N, follower=group,
-                                       follower_topic=source)
         return await watch_outputs(procs, t["events_topic"], INGEST_N, INGEST_N, follower=health_group)
     finally:
         stop(*procs)
@@ -626,9 +613,9 @@ def latency_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --- the run ----------------------------------------------------------------------------------------
-# Transactional consume-produce passes each input goes through (ingest: one for the bench's records, all
-# keyed by their channel; two for the older two-stage worker, normalise then health).
-TRANSACTIONAL_STAGES = {"ingest": 1 if INGEST_ONE_PASS else 2, "billing": 1}
+# Transactional consume-produce passes each input goes through (ingest: normalise, then health). When
+# ingest does both in one pass for keyed records, set its count to 1.
+TRANSACTIONAL_STAGES = {"ingest": 2, "billing": 1}
 
 
 def client_projection(cpu: dict[str, float]) -> dict[str, float]:

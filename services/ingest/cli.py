@@ -44,16 +44,16 @@ def _run(_: argparse.Namespace) -> int:
     setup_logging("ingest", settings.log_level, settings.kafka_log_level)
     registry = CollectorRegistry()
     redis = redisio.connect(settings.redis_url.get_secret_value())
-    processors = build(settings, registry, redis)
+    normalise, health = build(settings, registry, redis)
 
     async def ready() -> dict[str, bool]:
         return {
-            "kafka": all(processor.is_ready() for processor in processors),
+            "kafka": normalise.is_ready() and health.is_ready(),
             "redis": await redisio.ping(redis),
         }
 
-    return serve(processors, registry=registry, ready=ready, http_host=settings.http_host,
-                 http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=processors[0].metrics.ready)
+    return serve([normalise, health], registry=registry, ready=ready, http_host=settings.http_host,
+                 http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=normalise.metrics.ready)
 
 
 def _moment(value: str) -> int:

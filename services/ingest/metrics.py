@@ -50,11 +50,6 @@ class IngestMetrics:
             "Texts recognised as typed answers to numbered options, by the kind they became.", ["kind"],
             registry=registry,
         )
-        self.forwarded = Counter(
-            "apiplus_ingest_forwarded_total",
-            "Canonical events forwarded to their channel's home partition of the raw topic for health.",
-            registry=registry,
-        )
         self.redis_errors = Counter(
             "apiplus_ingest_redis_errors_total", "Failed writes of the health copy to Redis.", registry=registry,
         )

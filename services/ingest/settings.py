@@ -16,8 +16,7 @@ class IngestSettings(WorkerSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(9101, ge=0, le=65535)  # 0: any free port
     group_id: str = "apiplus-ingest"
-    # Evolution's own topics are read by a second processor in its own group (docs/design.md, "ingest").
-    evolution_group_id: str = "apiplus-ingest-evolution"
+    health_group_id: str = "apiplus-ingest-health"
     raw_topic: str = topics.INGEST_RAW.name
     # Evolution API's own Kafka integration: per-instance topics and its global topic.
     evolution_pattern: str = r"evolution\..*"

@@ -1,19 +1,15 @@
-"""ingest's shell: raw gateway records -> canonical events and channel health, in one pass.
+"""ingest's shell: two transactional stages in one process.
 
-One transactional processor reads the raw topic: each record is normalised into canonical events (keyed by
-channel_id, duplicates dropped via Redis), and each event is folded into its channel's health (compacted
-changelog, `channel.health` on change, a copy in Redis) in the same transaction, when the record sits in
-the channel's *home partition* (the raw topic's partition its channel id hashes to, where every keyed record
-lands). Any other event is forwarded there through the raw topic (header `x-apiplus-forward: health`) and
-folded in by that partition's owner, so each channel's health has one writer. A second processor reads
-Evolution's own topics, whose partitions are not the raw topic's: it normalises and forwards every event.
-docs/design.md ("ingest") has the guarantees.
+1. normalise: raw gateway topics -> canonical events (keyed by channel_id), duplicates dropped via Redis.
+2. health: canonical events (now partitioned by channel) -> per-channel health state (compacted
+   changelog) and `channel.health` events on change; a copy of each channel's health in Redis.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,9 +22,8 @@ from redis.exceptions import RedisError
 from apiplus.clock import SYSTEM_CLOCK, Clock
 from apiplus.decode import parse_object
 from apiplus.dlq import DeadLetterWriter
-from apiplus.errors import ErrorCode, PermanentError, TransientError
+from apiplus.errors import ErrorCode, PermanentError
 from apiplus.kafka import ClientFactory, KafkaClientConfig, KafkaClients
-from apiplus.kafka.types import key_partition
 from apiplus.processor import Output, PartitionState, ProcessorConfig, TransactionalProcessor
 from apiplus.schemas import validate
 from apiplus.topics import dlq_name
@@ -42,14 +37,6 @@ from services.ingest.settings import IngestSettings
 log = logging.getLogger("apiplus.ingest")
 DIALECT_HEADERS = ("x-apiplus-dialect", "dialect")
 HEALTH_KEY = "apiplus:health:"
-# A raw-topic record holding one canonical event forwarded to its channel's home partition for health.
-FORWARD_HEADER = "x-apiplus-forward"
-FORWARD_VALUE = b"health"
-FORWARD_HEADERS = ((FORWARD_HEADER, FORWARD_VALUE),)
-
-
-def is_forwarded(record: Any) -> bool:
-    return any(key == FORWARD_HEADER and value == FORWARD_VALUE for key, value in record.headers or ())
 
 
 def dialect_header(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
@@ -118,12 +105,6 @@ class NormalizeHandler:
             outcome.events = [next(correlated) for _ in outcome.events]
 
     async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
-        events, refused = await self.events_of(record)
-        return [*(self.publish(event, encoded) for event, encoded in events), *refused]
-
-    async def events_of(self, record: Any) -> tuple[list[tuple[dict[str, Any], bytes]], list[Output]]:
-        """The record's canonical events (each with its JSON), and its dead letter when some items were
-        refused. Raises the refusal when the whole record is refused (the processor dead-letters it)."""
         prepared = self._prepared.pop(_position(record), None)
         if prepared is None:  # not prepared (a handler used on its own): do it for this record
             await self.prepare([record])
@@ -135,13 +116,13 @@ class NormalizeHandler:
             raise refusal  # the whole record is refused: the processor dead-letters it
         for ignored in prepared.ignored:
             self.metrics.ignored(prepared.source, ignored.reason).inc()
-        events = [(event, orjson.dumps(event)) for event in prepared.events]
-        # Some items refused, the others published: the record is dead-lettered too.
-        return events, [] if refusal is None else [self.dead_letters.output(record, refusal)]
-
-    def publish(self, event: dict[str, Any], encoded: bytes) -> Output:
-        self.metrics.events(event["source"], event["type"]).inc()
-        return Output(self.settings.events_topic, encoded, key=event["channel_id"].encode())
+        outputs = []
+        for event in prepared.events:
+            self.metrics.events(event["source"], event["type"]).inc()
+            outputs.append(Output(self.settings.events_topic, orjson.dumps(event), key=event["channel_id"].encode()))
+        if refusal is not None:  # some items refused, the others published: the record is dead-lettered too
+            outputs.append(self.dead_letters.output(record, refusal))
+        return outputs
 
     async def _duplicates(self, records: Sequence[Any]) -> dict[tuple[str, int, int], set[str]]:
         """Event ids (of every type) first seen at another record; seen at this very record means a retry
@@ -183,26 +164,23 @@ class HealthHandler:
         self._last: tuple[str, int, int] | None = None
 
     async def prepare(self, records: Sequence[Any]) -> None:
-        """Notes the batch's last record, after which the batch's Redis copies are written."""
+        """Nothing to look up per batch: a channel's health is all in the partition's table. Notes the
+        batch's last record, after which the batch's Redis copies are written."""
         await self._write_copies()  # left by a batch that ended early
         self._last = _position(records[-1]) if records else None
 
-    async def after(self, record: Any) -> None:
-        """Called after each record, however it ended: the copies are written after the batch's last."""
-        if self._last is None or _position(record) == self._last:  # None: handled outside a prepared batch
-            await self._write_copies()
+    async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
+        try:
+            return self._observe(record, state)
+        finally:
+            if self._last is None or _position(record) == self._last:  # None: handled outside a prepared batch
+                await self._write_copies()
 
-    @staticmethod
-    def parse(record: Any) -> tuple[str, dict[str, Any]]:
-        """A canonical event read back from a topic (a forwarded one): its channel id and the event."""
+    def _observe(self, record: Any, state: PartitionState) -> list[Output]:
         event = parse_object(record.value)
         channel_id = event.get("channel_id")
         if not isinstance(channel_id, str) or not isinstance(event.get("type"), str):
             raise PermanentError(ErrorCode.MISSING_FIELD, "canonical event without channel_id or type", "channel_id")
-        return channel_id, event
-
-    def apply(self, channel_id: str, event: dict[str, Any], state: PartitionState) -> list[Output]:
-        """One canonical event into its channel's health, in the caller's transaction."""
         before: ChannelHealth | None = state.get(channel_id)
         after, change = observe(before, event, self.rules)
         if after != before:
@@ -259,108 +237,53 @@ class HealthHandler:
             self.metrics.redis_errors.inc()
 
 
-class IngestHandler:
-    """The processors' handler: each raw record normalised, and each of its events folded into health in
-    the same pass when the record sits in the event's home partition, forwarded there otherwise (module
-    docstring). Without `health` (Evolution's topics, whose partitions are not the raw topic's) every
-    event is forwarded."""
-
-    def __init__(self, settings: IngestSettings, normalizer: NormalizeHandler, health: HealthHandler | None,
-                 clients: ClientFactory, metrics: IngestMetrics) -> None:
-        self.settings = settings
-        self.normalizer = normalizer
-        self.health = health
-        self.clients = clients
-        self.metrics = metrics
-        self._partitions: tuple[int, ...] = ()
-
-    async def prepare(self, records: Sequence[Any]) -> None:
-        """The normaliser's per-batch work (one Redis round trip) for the gateway records; forwards are
-        already canonical."""
-        await self._home_partitions()
-        await self.normalizer.prepare([r for r in records if not is_forwarded(r)])
-        if self.health is not None:
-            await self.health.prepare(records)
-
-    async def handle(self, record: Any, state: PartitionState) -> Sequence[Output]:
-        try:
-            return await self._handle(record, state)
-        finally:
-            if self.health is not None:
-                await self.health.after(record)
-
-    async def _handle(self, record: Any, state: PartitionState) -> list[Output]:
-        partitions = await self._home_partitions()
-        raw_topic = self.settings.raw_topic
-        if is_forwarded(record):
-            if self.health is None or record.topic != raw_topic:
-                raise PermanentError(ErrorCode.INVALID_VALUE, "forwarded event outside the raw topic",
-                                     FORWARD_HEADER)
-            channel_id, event = HealthHandler.parse(record)
-            if record.partition != key_partition(channel_id.encode(), partitions):
-                raise PermanentError(ErrorCode.INVALID_VALUE, "forwarded event outside its channel's home partition",
-                                     FORWARD_HEADER)
-            return self.health.apply(channel_id, event, state)
-        events, refused = await self.normalizer.events_of(record)
-        outputs: list[Output] = []
-        here = record.partition if self.health is not None and record.topic == raw_topic else None
-        for event, encoded in events:
-            published = self.normalizer.publish(event, encoded)
-            outputs.append(published)
-            home = key_partition(published.key or b"", partitions)
-            if home == here and self.health is not None:
-                outputs += self.health.apply(event["channel_id"], event, state)
-            else:
-                self.metrics.forwarded.inc()
-                outputs.append(Output(raw_topic, encoded, key=published.key, partition=home, headers=FORWARD_HEADERS))
-        return outputs + refused
-
-    async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
-        return [] if self.health is None else await self.health.tick(state, now)
-
-    async def _home_partitions(self) -> tuple[int, ...]:
-        """The raw topic's partitions, looked up once; the health changelog must have as many."""
-        if not self._partitions:
-            raw = await self.clients.partitions_for(self.settings.raw_topic)
-            if not raw:
-                raise TransientError(f"no partitions known yet for {self.settings.raw_topic}")
-            if self.health is not None:
-                state = await self.clients.partitions_for(self.settings.state_topic)
-                if len(state) != len(raw):
-                    raise RuntimeError(
-                        f"{self.settings.state_topic} has {len(state)} partitions and {self.settings.raw_topic} "
-                        f"{len(raw)}: the health changelog must be co-partitioned with the raw topic"
-                    )
-            self._partitions = tuple(raw)
-        return self._partitions
-
-
 def build(
     settings: IngestSettings,
     registry: CollectorRegistry,
     redis: aioredis.Redis,
     clients: ClientFactory | None = None,
     clock: Clock = SYSTEM_CLOCK,
-) -> list[TransactionalProcessor]:
-    """The raw topic's processor (one pass), then Evolution's topics' (forwards) when subscribed; `clients`
-    and `clock` default to the real ones (tests pass the harness's)."""
+) -> tuple[TransactionalProcessor, TransactionalProcessor]:
+    """The two stages; `clients` and `clock` default to the real ones (tests pass the harness's)."""
     metrics = IngestMetrics(registry)
     if clients is None:
         clients = KafkaClients(KafkaClientConfig.from_settings(settings, "apiplus-ingest"))
+    pattern = None
+    topics: list[str] = [settings.raw_topic]
+    if settings.subscribe_evolution:
+        pattern = f"^(?:{re.escape(settings.raw_topic)}|{settings.evolution_pattern})$"
+        topics = []
+    evolution = re.compile(settings.evolution_pattern)
+
+    def is_external(topic: str) -> bool:
+        return topic != settings.raw_topic and evolution.fullmatch(topic) is not None
+
     normalizer = NormalizeHandler(settings, redis, metrics, clock)
+    normalise = TransactionalProcessor(
+        ProcessorConfig(
+            app="apiplus-ingest",
+            group_id=settings.group_id,
+            topics=topics,
+            pattern=pattern,
+            dlq_for=normalizer.dead_letters.route,
+            lag_topic_label=lambda topic: "evolution.*" if is_external(topic) else topic,
+        ),
+        clients,
+        normalizer,
+        metrics.worker.stage("normalize"),
+        clock,
+    )
     rules = HealthRules(
         flapping_disconnects=settings.flapping_disconnects,
         flapping_window=timedelta(seconds=settings.flapping_window_seconds),
         qr_loop_codes=settings.qr_loop_codes,
         stale_after=timedelta(seconds=settings.stale_after_seconds),
     )
-    stage = metrics.worker.stage("normalize")
-    processors = [TransactionalProcessor(
+    health = TransactionalProcessor(
         ProcessorConfig(
-            app="apiplus-ingest",
-            group_id=settings.group_id,
-            topics=[settings.raw_topic],
-            dlq_for=normalizer.dead_letters.route,
+            app="apiplus-ingest-health",
+            group_id=settings.health_group_id,
+            topics=[settings.events_topic],
             changelog_topic=settings.state_topic,
             tick_interval=settings.tick_seconds,
             # The table holds decoded ChannelHealth values; each changed channel is encoded once per batch.
@@ -368,24 +291,8 @@ def build(
             state_decode=ChannelHealth.decode,
         ),
         clients,
-        IngestHandler(settings, normalizer, HealthHandler(settings, rules, redis, metrics), clients, metrics),
-        stage,
+        HealthHandler(settings, rules, redis, metrics),
+        metrics.worker.stage("health"),
         clock,
-    )]
-    if settings.subscribe_evolution:
-        # Its own group and no changelog: its topics' partitions are not the raw topic's, so it holds no
-        # health and forwards every event to its channel's home partition.
-        processors.append(TransactionalProcessor(
-            ProcessorConfig(
-                app="apiplus-ingest",
-                group_id=settings.evolution_group_id,
-                pattern=f"^(?:{settings.evolution_pattern})$",
-                dlq_for=normalizer.dead_letters.route,
-                lag_topic_label=lambda _topic: "evolution.*",
-            ),
-            clients,
-            IngestHandler(settings, NormalizeHandler(settings, redis, metrics, clock), None, clients, metrics),
-            stage,
-            clock,
-        ))
-    return processors
+    )
+    return normalise, health

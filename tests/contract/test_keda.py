@@ -26,7 +26,8 @@ def default(settings: type, name: str) -> str:
 
 # (consumer group, topic) pairs each worker subscribes to, from the settings the workers read.
 CONSUMED: dict[str, set[tuple[str, str]]] = {
-    "ingest": {(default(IngestSettings, "group_id"), default(IngestSettings, "raw_topic"))},
+    "ingest": {(default(IngestSettings, "group_id"), default(IngestSettings, "raw_topic")),
+               (default(IngestSettings, "health_group_id"), default(IngestSettings, "events_topic"))},
     "dispatch": {(default(DispatchSettings, "group_id"), default(DispatchSettings, "commands_topic")),
                  (default(DispatchSettings, "group_id"), default(DispatchSettings, "retry_topic"))},
     "billing": {(default(BillingSettings, "group_id"), default(BillingSettings, "input_topic"))},

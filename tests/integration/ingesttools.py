@@ -1,4 +1,4 @@
-"""ingest's integration helpers: its topics, and the worker's processors running in-process on the real broker."""
+"""ingest's integration helpers: its topics, and both stages running in-process on the real broker."""
 
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ async def ingest_topics() -> dict[str, str]:
 
 @asynccontextmanager
 async def running_ingest(settings: IngestSettings) -> AsyncIterator[aioredis.Redis]:
-    """ingest's processors running until the block ends; yields their Redis client."""
+    """Both ingest stages running until the block ends; yields their Redis client."""
     redis = redisio.connect(redis_url())
-    processors = build(settings, CollectorRegistry(), redis)
-    tasks = [asyncio.create_task(processor.run()) for processor in processors]
+    normalise, health = build(settings, CollectorRegistry(), redis)
+    tasks = [asyncio.create_task(normalise.run()), asyncio.create_task(health.run())]
     try:
         yield redis
     finally:
-        for processor in processors:
-            processor.stop()
+        normalise.stop()
+        health.stop()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
         await redis.aclose()

@@ -1,7 +1,7 @@
 """A worker survives a broker outage: the ingest worker, run as a process, is ready again and
 processes new records once the broker is back, with nothing lost or duplicated.
 
-The broker is stopped while ingest works through a backlog, so transactions are in flight when
+The broker is stopped while both stages work through a backlog, so transactions are in flight when
 the connections drop. In the chaos suite that once killed a producer's sender task (a connection
 dropped during a coordinator lookup), after which the stage failed and the worker stalled; whether a
 given stop hits that moment is a matter of timing, so the deterministic check of that path is
@@ -20,7 +20,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -96,11 +95,9 @@ async def _produce(servers: str, topic: str, start: int, count: int, run: str) -
         await producer.stop()
 
 
-async def _message_ids(servers: str, topic: str, ends_out: dict[int, int] | None = None,
-                       message_id: Callable[[Any], str] = lambda event: event["message"]["id"]) -> list[str]:
-    """Every committed event's message id (canonical events by default), read from the beginning to the
-    current end; `ends_out` gets each partition's offset after its last record (transaction markers not
-    counted)."""
+async def _message_ids(servers: str, topic: str, ends_out: dict[int, int] | None = None) -> list[str]:
+    """Every committed canonical event's message id, read from the beginning to the current end;
+    `ends_out` gets each partition's offset after its last record (transaction markers not counted)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False,
                                 auto_offset_reset="earliest", isolation_level="read_committed")
     await consumer.start()
@@ -112,7 +109,7 @@ async def _message_ids(servers: str, topic: str, ends_out: dict[int, int] | None
         ids: list[str] = []
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                ids.extend(message_id(orjson.loads(r.value)) for r in records)
+                ids.extend(orjson.loads(r.value)["message"]["id"] for r in records)
                 if ends_out is not None and records:
                     ends_out[tp.partition] = records[-1].offset + 1
         return ids
@@ -120,11 +117,10 @@ async def _message_ids(servers: str, topic: str, ends_out: dict[int, int] | None
         await consumer.stop()
 
 
-async def _raw_lag(servers: str, group: str, topic: str) -> int:
-    """Records of the raw topic the ingest group has not committed yet (health is folded in the same
-    transaction as normalising)."""
+async def _health_lag(servers: str, group: str, topic: str) -> int:
+    """Records of the events topic the health stage has not committed yet."""
     ends: dict[int, int] = {}
-    await _message_ids(servers, topic, ends, message_id=lambda raw: raw["data"]["key"]["id"])
+    await _message_ids(servers, topic, ends)
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()
     try:
@@ -167,12 +163,13 @@ async def test_ingest_worker_resumes_after_a_broker_outage(own_broker: Any, tmp_
               for name in ("raw_topic", "events_topic", "health_topic", "state_topic")}
     await _create_topics(servers, topics)
     http_port = _free_port()
-    group = unique("ingest")
+    health_group = unique("ingest-health")
     env = {
         "APIPLUS_KAFKA_BOOTSTRAP": servers,
         "APIPLUS_REDIS_URL": redis_url(),
         "APIPLUS_INGEST_HTTP_PORT": str(http_port),
-        "APIPLUS_INGEST_GROUP_ID": group,
+        "APIPLUS_INGEST_GROUP_ID": unique("ingest"),
+        "APIPLUS_INGEST_HEALTH_GROUP_ID": health_group,
         "APIPLUS_INGEST_SUBSCRIBE_EVOLUTION": "false",
         "APIPLUS_INGEST_TICK_SECONDS": "1",
         **{f"APIPLUS_INGEST_{k.upper()}": v for k, v in topics.items()},
@@ -188,7 +185,7 @@ async def test_ingest_worker_resumes_after_a_broker_outage(own_broker: Any, tmp_
             return len(await _message_ids(servers, topics["events_topic"])) >= 500
 
         await _eventually("events flowing", flowing, 30, log)
-        # Stop the broker while the worker is in the middle of the backlog, then bring it back.
+        # Stop the broker while both stages are in the middle of the backlog, then bring it back.
         await asyncio.to_thread(infra.stop_kafka, state)
         await asyncio.sleep(2)
         await asyncio.to_thread(infra.kafka_up, state, False)
@@ -199,7 +196,7 @@ async def test_ingest_worker_resumes_after_a_broker_outage(own_broker: Any, tmp_
         async def caught_up() -> bool:
             ids = await _message_ids(servers, topics["events_topic"])
             return (len(set(ids)) == BEFORE + AFTER and await asyncio.to_thread(_ready, http_port)
-                    and await _raw_lag(servers, group, topics["raw_topic"]) == 0)
+                    and await _health_lag(servers, health_group, topics["events_topic"]) == 0)
 
         await _eventually("every record normalised, health caught up and the worker ready again", caught_up, 60, log)
         ids = collections.Counter(await _message_ids(servers, topics["events_topic"]))

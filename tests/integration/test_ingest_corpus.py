@@ -41,7 +41,7 @@ def _expected_ids(raws: list[bytes]) -> tuple[set[str], int]:
 async def test_corpus_delivered_three_times_comes_out_once_each() -> None:
     topics = await ingest_topics()
     settings = IngestSettings(kafka_bootstrap=bootstrap(), redis_url=redis_url(), http_port=0,
-                              group_id=unique("ingest"),
+                              group_id=unique("ingest"), health_group_id=unique("ingest-health"),
                               subscribe_evolution=False, tick_seconds=1, **topics)
     raws = _corpus()
     expected, refused = _expected_ids(raws)

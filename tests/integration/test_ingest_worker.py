@@ -34,6 +34,7 @@ def _env(topics: dict[str, str]) -> dict[str, str]:
         "APIPLUS_REDIS_URL": redis_url(),
         "APIPLUS_INGEST_HTTP_PORT": "0",
         "APIPLUS_INGEST_GROUP_ID": unique("ingest"),
+        "APIPLUS_INGEST_HEALTH_GROUP_ID": unique("ingest-health"),
         "APIPLUS_INGEST_SUBSCRIBE_EVOLUTION": "false",
         "APIPLUS_INGEST_TICK_SECONDS": "1",
         **{f"APIPLUS_INGEST_{k.upper()}": v for k, v in topics.items()},
@@ -69,8 +70,9 @@ async def test_raw_to_canonical_and_health_with_duplicates_and_bad_input(tmp_pat
             (b"evo-a", {"event": "messages.upsert", "apikey": SECRET, "data": {}}),
         ]
         await produce(topics["raw_topic"], raw)
-        # Committed past every input (health is folded in the same transaction): whatever it makes of it is out.
+        # Both stages committed past every input: whatever they make of it is out.
         await caught_up(settings.group_id, topics["raw_topic"])
+        await caught_up(settings.health_group_id, topics["events_topic"])
         events = await read_to_end(topics["events_topic"], settled=True)
         changes = await read_to_end(topics["health_topic"], settled=True)
         dlq = await read_to_end(topics["raw_topic"] + ".dlq", settled=True)
@@ -104,6 +106,8 @@ async def test_kill9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> 
         await producing
         worker = start_worker("ingest", env, log)
         await caught_up(env["APIPLUS_INGEST_GROUP_ID"], topics["raw_topic"], timeout=120)
+        # The health stage too, so the restarted worker is past its start-up when it is asked to stop.
+        await caught_up(env["APIPLUS_INGEST_HEALTH_GROUP_ID"], topics["events_topic"], timeout=120)
         events = await read_to_end(topics["events_topic"], settled=True)
     finally:
         worker.send_signal(signal.SIGTERM)

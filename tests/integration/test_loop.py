@@ -73,7 +73,7 @@ class Stack:
         self.ingest_env = {
             "APIPLUS_KAFKA_BOOTSTRAP": bootstrap(), "APIPLUS_REDIS_URL": redis_url(),
             "APIPLUS_INGEST_HTTP_PORT": "0", "APIPLUS_INGEST_GROUP_ID": unique("ingest"),
-            "APIPLUS_INGEST_SUBSCRIBE_EVOLUTION": "false",
+            "APIPLUS_INGEST_HEALTH_GROUP_ID": unique("ingest-health"), "APIPLUS_INGEST_SUBSCRIBE_EVOLUTION": "false",
             **{f"APIPLUS_INGEST_{k.upper()}": v for k, v in self.ingest_topics.items()},
         }
         self.workers: dict[str, subprocess.Popen[bytes]] = {}

@@ -1,7 +1,4 @@
-"""ingest's health as built for production, on the in-memory harness: decoded state, changelog, restart.
-
-Canonical events reach health here as forwards (records on the raw topic at their channel's home partition
-with the forward header), so the normaliser is not run."""
+"""ingest's health stage as built for production, on the in-memory harness: decoded state, changelog, restart."""
 
 from __future__ import annotations
 
@@ -11,17 +8,16 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from apiplus.harness import Harness
-from apiplus.kafka.types import key_partition
 from apiplus.processor import TransactionalProcessor
 from services.ingest.health import ChannelHealth
 from services.ingest.settings import IngestSettings
-from services.ingest.worker import FORWARD_HEADERS, HEALTH_KEY, build
+from services.ingest.worker import HEALTH_KEY, build
 
-RAW, EVENTS, HEALTH, STATE = "raw", "events", "health", "state"
+EVENTS, HEALTH, STATE = "events", "health", "state"
 
 
 class MemoryRedis:
-    """The health copy in Redis (one MSET per batch); the normaliser is not run here."""
+    """The health stage's Redis copy (one MSET per batch); the normalise stage is not run here."""
 
     def __init__(self, down: bool = False) -> None:
         self.store: dict[str, bytes] = {}
@@ -40,23 +36,17 @@ class MemoryRedis:
 
 def _harness() -> Harness:
     h = Harness()
-    for topic in (EVENTS, HEALTH, STATE, RAW, RAW + ".dlq"):
+    for topic in (EVENTS, HEALTH, STATE, "raw", "raw.dlq", EVENTS + ".dlq"):
         h.broker.create_topic(topic, partitions=2)
     return h
 
 
 def _health(h: Harness, redis: MemoryRedis, registry: CollectorRegistry | None = None) -> TransactionalProcessor:
-    settings = IngestSettings(kafka_bootstrap="unused:9092", redis_url="redis://unused", raw_topic=RAW,
+    settings = IngestSettings(kafka_bootstrap="unused:9092", redis_url="redis://unused", raw_topic="raw",
                               events_topic=EVENTS, health_topic=HEALTH, state_topic=STATE,
                               subscribe_evolution=False, tick_seconds=3600)
-    (ingest,) = build(settings, registry or CollectorRegistry(), redis, clients=h.kafka, clock=h.clock)  # type: ignore[arg-type]
-    return ingest
-
-
-def _forward(h: Harness, value: bytes) -> None:
-    """A canonical event forwarded to its channel's home partition of the raw topic."""
-    key = orjson.loads(value)["channel_id"].encode()
-    h.broker.produce(RAW, value, key=key, partition=key_partition(key, (0, 1)), headers=list(FORWARD_HEADERS))
+    _normalise, health = build(settings, registry or CollectorRegistry(), redis, clients=h.kafka, clock=h.clock)  # type: ignore[arg-type]
+    return health
 
 
 def _event(channel: str, kind: str, minute: int, **fields: Any) -> bytes:
@@ -78,7 +68,7 @@ async def test_changelog_holds_each_changed_channel_once_per_batch_in_its_dict_f
     h, redis = _harness(), MemoryRedis()
     for value in (_conn("a", "open", 0), _event("a", "message.received", 1), _event("a", "message.received", 2),
                   _event("b", "message.received", 3)):
-        _forward(h, value)
+        h.broker.produce(EVENTS, value, key=orjson.loads(value)["channel_id"].encode())
     await _run_once(_health(h, redis))
 
     changelog = {r.key: r.value for r in h.broker.records(STATE)}
@@ -88,10 +78,10 @@ async def test_changelog_holds_each_changed_channel_once_per_batch_in_its_dict_f
     assert (a["state"], a["last_event_at"], a["version"]) == ("open", "2026-11-27T09:02:00Z", 1)
     assert [orjson.loads(r.value)["state"] for r in h.broker.records(HEALTH)] == ["open", "unknown"]
     assert orjson.loads(redis.store[HEALTH_KEY + "a"])["state"] == "open"
-    assert redis.msets == len({r.partition for r in h.broker.records(RAW)})  # one per partition's batch
+    assert redis.msets == len({r.partition for r in h.broker.records(EVENTS)})  # one per partition's batch
 
     # A new owner decodes the changelog: the next change of `a` is its second health event.
-    _forward(h, _conn("a", "closed", 4))
+    h.broker.produce(EVENTS, _conn("a", "closed", 4), key=b"a")
     await _run_once(_health(h, redis))
     last = orjson.loads(h.broker.records(HEALTH)[-1].value)
     assert (last["channel_id"], last["state"], last["disconnects_last_hour"]) == ("a", "closed", {"closed": 1})
@@ -100,7 +90,7 @@ async def test_changelog_holds_each_changed_channel_once_per_batch_in_its_dict_f
 
 async def test_with_redis_down_health_is_still_published_and_the_failed_copy_is_counted() -> None:
     h, redis, registry = _harness(), MemoryRedis(down=True), CollectorRegistry()
-    _forward(h, _conn("a", "open", 0))
+    h.broker.produce(EVENTS, _conn("a", "open", 0), key=b"a")
     await _run_once(_health(h, redis, registry))
     assert [orjson.loads(r.value)["state"] for r in h.broker.records(HEALTH)] == ["open"]
     assert redis.store == {}
