@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import math
 import os
 import signal
@@ -36,6 +37,7 @@ from bench import data, ingress
 from bench.peers import COMMANDS as PEER_COMMANDS
 from chaos.stack import publish
 from services.billing.settings import BillingSettings
+from services.dispatch import stagetrace
 from services.dispatch.core import Channel, parse_command, render_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -521,6 +523,8 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     env, t = dispatch_env(run, sim)
     metrics_url = f"http://127.0.0.1:{(port := free_port())}/metrics"
     env["APIPLUS_DISPATCH_HTTP_PORT"] = str(port)
+    stages_path = logs / f"dispatch-stages-{run}.tsv"
+    env[stagetrace.ENV] = str(stages_path)
     await create_topics([*t.values(), f"{t['commands_topic']}.dlq"])
     spawned = time.monotonic()
     proc = spawn([sys.executable, "-m", "services.cli", "dispatch", "run"], env, logs / "dispatch-latency.log")
@@ -581,8 +585,43 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     (logs / f"dispatch-latency-{run}.json").write_bytes(orjson.dumps(timeline, option=orjson.OPT_INDENT_2))
     split = {f"{part}_{k}": v for part, values in (("broker", broker), ("worker", worker)) if values
              for k, v in percentiles(values).items()}
+    received = {e["idempotency_key"]: e["ts"] for e in entries}
+    stages = stage_split(stages_path.read_text() if stages_path.exists() else "", received)
     return {**percentiles([ms for _, ms in timed]), **split, "rate": rate, "commands": len(timed),
-            "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us, "loop": loop}
+            "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us, "loop": loop, "stages": stages}
+
+
+STAGE_PARTS = ("produced -> intake", "intake -> lane", "lane -> claimed", "claimed -> request", "request -> received")
+
+
+def stage_split(trace: str, received: dict[str, float]) -> dict[str, Any]:
+    """The worker's stage trace (services/dispatch/stagetrace.py) joined with the simulator's receipt times:
+    each part's p50 and p99 over all commands, and its mean over the slowest 1% end to end (where their
+    time went). Parts in ms; `produced -> intake` includes the bench producer, the broker and the worker's
+    fetch."""
+    rows = []
+    for line in trace.splitlines():
+        command_id, *times = line.split("\t")
+        if command_id in received:
+            marks = [*map(float, times), received[command_id]]
+            rows.append([1000 * (b - a) for a, b in itertools.pairwise(marks)])
+    if not rows:
+        return {}
+    totals = sorted(range(len(rows)), key=lambda i: sum(rows[i]))
+    slowest = totals[-max(1, len(rows) // 100):]
+    parts = {}
+    for k, part in enumerate(STAGE_PARTS):
+        spread = percentiles([r[k] for r in rows])
+        parts[part] = {"p50_ms": spread["p50_ms"], "p99_ms": spread["p99_ms"],
+                       "slowest_1pct_mean_ms": statistics.fmean(rows[i][k] for i in slowest)}
+    return {"commands": len(rows), "parts": parts}
+
+
+def stage_line(stages: dict[str, Any]) -> str:
+    if not stages:
+        return "stage trace not read"
+    return "slowest 1% by stage (mean ms): " + ", ".join(
+        f"{part} {p['slowest_1pct_mean_ms']:.1f}" for part, p in stages["parts"].items())
 
 
 def loop_figures(metrics_url: str) -> dict[str, float]:
@@ -795,7 +834,8 @@ async def main() -> int:
               f"(worker ready after {r['ready_s']:.1f} s, {r['cpu_us_per_command']:.0f} cpu us/command); "
               f"produced -> readable p50/p99 "
               f"{r.get('broker_p50_ms', nan):.1f}/{r.get('broker_p99_ms', nan):.1f} ms, readable -> received "
-              f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms; {loop_line(r.get('loop', {}))}")
+              f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms; "
+              f"{loop_line(r.get('loop', {}))}; {stage_line(r.get('stages', {}))}")
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms (median of runs), "
           f"p99 {latency['p99_ms']:.1f} ms, p99.9 {latency['p999_ms']:.1f} ms (worst run)")
     for name, m in rss.items():

@@ -24,7 +24,7 @@ from apiplus.kafka import KafkaClientConfig, KafkaClients
 from apiplus.offline import run_jsonl
 from apiplus.runtime import serve
 from apiplus.settings import load_settings
-from services.dispatch import memtrace, providers
+from services.dispatch import memtrace, providers, stagetrace
 from services.dispatch.core import Channel, parse_command, render_command
 from services.dispatch.loopstore import LoopSettings, LoopStore
 from services.dispatch.metrics import DispatchMetrics
@@ -74,7 +74,7 @@ def _run(_: argparse.Namespace) -> int:
     loop = LoopStore(redis, LoopSettings(settings.sent_map_ttl_seconds, settings.offer_window_seconds,
                                          settings.echo_window_seconds, settings.echo_poll_seconds),
                      call=store._retrying, batcher=store.batcher) if settings.loop_enabled else None
-    dispatcher = Dispatcher(settings, clients, store, client, metrics, loop=loop)
+    dispatcher = Dispatcher(settings, clients, store, client, metrics, loop=loop, trace=stagetrace.from_env())
     workers: list[Any] = [dispatcher]
     if settings.loop_enabled:
         workers.append(build_receipts(settings, clients, redis, metrics))

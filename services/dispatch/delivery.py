@@ -33,6 +33,7 @@ from services.dispatch.providers import Request
 from services.dispatch.record import SendState, done, retrying, sending, sent
 from services.dispatch.results import Outputs
 from services.dispatch.sender import SendFailed, SendUnavailable
+from services.dispatch.stagetrace import StageTrace
 from services.dispatch.store import SendRecords
 
 
@@ -61,7 +62,7 @@ class RetryPolicy:
 class Delivery:
     def __init__(self, *, send: Sender, idempotent: Callable[[str], bool], records: SendRecords, outputs: Outputs,
                  commits: Commits, metrics: DispatchMetrics, clock: Clock, policy: RetryPolicy,
-                 max_in_flight: int, loop: Loop | None = None) -> None:
+                 max_in_flight: int, loop: Loop | None = None, trace: StageTrace | None = None) -> None:
         self.send = send
         self.idempotent = idempotent
         self.records = records
@@ -72,6 +73,7 @@ class Delivery:
         self.policy = policy
         self._semaphore = asyncio.Semaphore(max_in_flight)
         self.loop = loop
+        self.trace = trace
         self.stopping = False
         self._awaiting: dict[str, tuple[Job, asyncio.Task[None]]] = {}  # command id -> echo wait
 
@@ -102,7 +104,11 @@ class Delivery:
         return (current is not None and current.state is SendState.DONE) or job.command_id in self._awaiting
 
     async def deliver(self, job: Job) -> None:
+        if job.stages is not None:
+            StageTrace.mark(job.stages)
         claimed = await self._claim(job)  # the first attempt's `sending`, written unless the record says otherwise
+        if job.stages is not None:
+            StageTrace.mark(job.stages)
         current = self.records.current(job.command_id, job.record)
         state = current.state if current is not None else None
         if state is SendState.DONE:
@@ -215,6 +221,8 @@ class Delivery:
         provider = job.channel.provider
         try:
             async with self._semaphore:
+                if job.stages is not None and self.trace is not None:
+                    self.trace.request(job.command_id, job.stages)
                 self.metrics.in_flight.inc()
                 try:
                     message_id, elapsed = await self.send(provider, request, job.command_id)

@@ -27,6 +27,7 @@ from services.dispatch.outcome import Failure, ResultState
 from services.dispatch.progress import Mark
 from services.dispatch.record import SendRecord
 from services.dispatch.results import NOT_BEFORE_HEADER, RETRY_HEADER, Outputs
+from services.dispatch.stagetrace import StageTrace
 from services.dispatch.store import SendRecords
 
 
@@ -38,7 +39,7 @@ def _text(data: dict[str, Any], key: str) -> str | None:
 class Intake:
     def __init__(self, *, retry_topic: str, channel: Callable[[str], Channel | None], records: SendRecords,
                  lanes: Lanes, outputs: Outputs, commits: Commits, metrics: DispatchMetrics,
-                 clock: Clock, max_hold: float) -> None:
+                 clock: Clock, max_hold: float, trace: StageTrace | None = None) -> None:
         self.retry_topic = retry_topic
         self.channel = channel
         self.records = records
@@ -48,6 +49,7 @@ class Intake:
         self.metrics = metrics
         self.clock = clock
         self.max_hold = max_hold
+        self.trace = trace
 
     async def accept_batch(self, tp: TopicPartition, records: Sequence[Any]) -> None:
         """Queue what is valid; refuse the rest. Send records are not read here: the first `sending` is a
@@ -98,6 +100,7 @@ class Intake:
             retry_round=int(headers.get(RETRY_HEADER, b"0") or 0),
             not_before=float(headers.get(NOT_BEFORE_HEADER, b"0") or 0),
             queued_reported=reported >= Mark.QUEUED, held_reported=reported >= Mark.HELD,
+            stages=self.trace.start(record.timestamp) if self.trace is not None else None,
         ))
 
     def _check(self, tp: TopicPartition, data: dict[str, Any]) -> tuple[Command, Channel, Request]:

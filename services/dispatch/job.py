@@ -29,6 +29,7 @@ class Job:
     # False until this process has read or written the record: intake does not read it; the first
     # `sending` is a check-and-set that returns the stored record instead when one says otherwise.
     known: bool = False
+    stages: list[float] | None = None  # stagetrace.py, when tracing: times of its stages so far
 
     @property
     def command_id(self) -> str:

@@ -37,6 +37,7 @@ from services.dispatch.providers import PacingRule
 from services.dispatch.results import PRODUCER, Outputs
 from services.dispatch.sender import ProviderPort
 from services.dispatch.settings import DispatchSettings
+from services.dispatch.stagetrace import StageTrace
 from services.dispatch.store import RecordStore, SendRecords
 
 log = logging.getLogger("apiplus.dispatch")
@@ -47,8 +48,9 @@ TABLE_WAIT_SECONDS = 0.05
 class Dispatcher:
     def __init__(self, settings: DispatchSettings, clients: ClientFactory, store: RecordStore,
                  client: ProviderPort, metrics: DispatchMetrics, clock: Clock = SYSTEM_CLOCK,
-                 loop: Loop | None = None) -> None:
+                 loop: Loop | None = None, trace: StageTrace | None = None) -> None:
         self.settings = settings
+        self.trace = trace  # stagetrace.py: off unless a benchmark asks
         self.loop = loop  # the closed loop's Redis side (docs/loop.md); None: off
         self.clients = clients
         self.client = client
@@ -86,7 +88,7 @@ class Dispatcher:
         self.health.on_update = lambda channel_id, _: self.lanes.wake(channel_id)
         self.intake = Intake(retry_topic=settings.retry_topic, channel=self._channel, records=self.records,
                              lanes=self.lanes, outputs=self.outputs, commits=self.commits, metrics=metrics,
-                             clock=clock, max_hold=settings.max_hold_seconds)
+                             clock=clock, max_hold=settings.max_hold_seconds, trace=trace)
 
     # --- wiring ---------------------------------------------------------------------------------
     def _table(self, topic: str, name: str, **options: Any) -> TopicTable:
@@ -106,7 +108,7 @@ class Dispatcher:
                              Backoff(first=s.backoff_base_seconds, cap=s.backoff_cap_seconds))
         return Delivery(send=self.client.send, idempotent=self.client.idempotent, records=self.records,
                         outputs=self.outputs, commits=self.commits, metrics=self.metrics, clock=self.clock,
-                        policy=policy, max_in_flight=s.max_in_flight, loop=self.loop)
+                        policy=policy, max_in_flight=s.max_in_flight, loop=self.loop, trace=self.trace)
 
     def _channel(self, channel_id: str) -> Channel | None:
         """The registry row as a Channel, built once per row: every queued job of a channel shares it
@@ -197,6 +199,8 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
         await self.client.close()
+        if self.trace is not None:
+            self.trace.close()
         self._last_poll = None
 
     def _require_consumer(self) -> Consumer:

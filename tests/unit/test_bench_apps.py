@@ -9,7 +9,7 @@ from apiplus.errors import PermanentError
 from apiplus.loopprobe import LoopProbe
 from bench.data import ingest_events
 from bench.quix_ingest import canonical
-from bench.run import loop_line, parse_loop_figures
+from bench.run import STAGE_PARTS, loop_line, parse_loop_figures, stage_line, stage_split
 
 
 def test_the_quix_ingest_app_turns_every_backlog_record_into_canonical_events_with_a_channel() -> None:
@@ -43,3 +43,19 @@ def test_the_latency_phase_reads_the_workers_loop_probe_from_its_metrics() -> No
     line = loop_line(figures)
     assert "20 ms running, 100 ms waiting for a CPU, 1 probes over 50 ms late" in line
     assert "gen2 1 pauses" in line
+
+
+def test_the_latency_phase_splits_the_slowest_commands_by_stage() -> None:
+    trace = "\n".join(f"c{i}\t{100 + i}.000\t{100 + i}.010\t{100 + i}.011\t{100 + i}.013\t{100 + i}.013"
+                      for i in range(199))
+    trace += "\nslow\t500.000\t500.200\t500.201\t500.203\t500.203\nnever-received\t1\t2\t3\t4\t5"
+    received = {**{f"c{i}": 100 + i + 0.015 for i in range(199)}, "slow": 500.205}
+    split = stage_split(trace, received)
+    assert split["commands"] == 200
+    parts = split["parts"]
+    assert list(parts) == list(STAGE_PARTS)
+    assert abs(parts["produced -> intake"]["p50_ms"] - 10) < 0.01
+    assert abs(parts["produced -> intake"]["slowest_1pct_mean_ms"] - 105) < 0.01  # the slow one (200) and a c (10)
+    assert abs(parts["request -> received"]["p50_ms"] - 2) < 0.01
+    assert "produced -> intake 105.0" in stage_line(split)
+    assert stage_split("", received) == {}

@@ -18,6 +18,7 @@ from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.providers import Provider, Request
 from services.dispatch.sender import SendUnavailable
 from services.dispatch.settings import DispatchSettings
+from services.dispatch.stagetrace import STAGES, StageTrace
 from services.dispatch.store import MemoryRecordStore
 from services.dispatch.worker import Dispatcher
 
@@ -404,3 +405,25 @@ async def test_a_command_published_again_after_it_finished_here_gets_no_second_q
         {("once", "queued"): 1, ("once", "sent"): 1})
     assert w.provider.calls == ["once"]
     assert w.committed() == w.ends()
+
+
+async def test_a_stage_trace_has_one_line_per_command_at_its_first_request(tmp_path: Any) -> None:
+    path = tmp_path / "stages.tsv"
+    w = World()
+    w.channel("a")
+    dispatcher = Dispatcher(w.settings, w.h.kafka, w.store, w.provider, DispatchMetrics(CollectorRegistry()),
+                            clock=w.h.clock, trace=StageTrace(str(path)))
+    assert await w.h.clock.run(dispatcher.start())
+    await dispatcher.step()
+    for i in range(5):
+        w.command(f"t-{i}", "a")
+    w.command("refused", "a", token="wrong")  # never requested: no line
+    await w.run_for(dispatcher, 3)
+    await w.closed(dispatcher)
+    lines = [line.split("\t") for line in path.read_text().splitlines()]
+    assert sorted(line[0] for line in lines) == [f"t-{i}" for i in range(5)]
+    for line in lines:
+        produced, *taken = map(float, line[1:])
+        assert produced > 0  # the record's timestamp
+        assert len(taken) == len(STAGES) - 1
+        assert taken == sorted(taken)  # intake, lane, claimed, request: in that order
