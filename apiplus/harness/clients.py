@@ -50,6 +50,7 @@ class FakeConsumer:
         self.group_id = group_id
         self.read_committed = read_committed
         self.max_poll_records = max_poll_records
+        self.max_partition_fetch_bytes = 1 << 20  # as aiokafka's; recorded for tests, not enforced
         self.pending_assignment: tuple[int, list[TopicPartition]] | None = None
         self.generation = 0
         self._topics: set[str] = set()
@@ -306,8 +307,10 @@ class FakeKafka:
         self.consumers: list[FakeConsumer] = []
         self.producers: list[FakeProducer] = []
 
-    def group_consumer(self, group_id: str, *, max_poll_records: int = 500) -> FakeConsumer:
+    def group_consumer(self, group_id: str, *, max_poll_records: int = 500,
+                       max_partition_fetch_bytes: int = 1 << 20) -> FakeConsumer:
         consumer = FakeConsumer(self.broker, group_id, max_poll_records=max_poll_records)
+        consumer.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.consumers.append(consumer)
         return consumer
 

@@ -21,6 +21,7 @@ log = logging.getLogger("apiplus.kafka")
 # largest record sent alone (SINGLE_SEND_BYTES) below the 1 MiB request size and the broker's default
 # `message.max.bytes`; a batch's buffer grows with what is in it, so a small poll costs no more memory.
 TRANSACTION_BATCH_BYTES = 256 * 1024
+DEFAULT_PARTITION_FETCH_BYTES = 1024 * 1024  # aiokafka's default: what a fetch brings per partition at most
 
 
 class KafkaClients:
@@ -32,9 +33,11 @@ class KafkaClients:
     def __repr__(self) -> str:
         return f"KafkaClients({self.config!r})"
 
-    def group_consumer(self, group_id: str, *, max_poll_records: int = 500) -> Consumer:
+    def group_consumer(self, group_id: str, *, max_poll_records: int = 500,
+                       max_partition_fetch_bytes: int = DEFAULT_PARTITION_FETCH_BYTES) -> Consumer:
         consumer: Consumer = AIOKafkaConsumer(
             **self.config.options(),
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -105,8 +105,10 @@ class TransactionalProducer(Producer, Protocol):
 class ClientFactory(Protocol):
     """Where every Kafka client of a worker comes from (`apiplus.kafka.KafkaClients`, or the harness's fake)."""
 
-    def group_consumer(self, group_id: str, *, max_poll_records: int = 500) -> Consumer:
-        """A consumer in `group_id`: manual commits, earliest reset, read_committed."""
+    def group_consumer(self, group_id: str, *, max_poll_records: int = 500,
+                       max_partition_fetch_bytes: int = ...) -> Consumer:
+        """A consumer in `group_id`: manual commits, earliest reset, read_committed; fetches of at most
+        `max_partition_fetch_bytes` per partition (aiokafka's 1 MiB unless given)."""
 
     def reader(self) -> Consumer:
         """A consumer without a group (assign + seek), read_committed: compacted tables, changelogs."""

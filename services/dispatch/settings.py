@@ -38,6 +38,9 @@ class DispatchSettings(WorkerSettings):
     # ... and while this many outputs wait for their partition's transaction (the commits fall behind the
     # sends: what waits for them, results and the finished jobs, would grow with the backlog)
     max_unflushed: int = Field(20_000, ge=100)
+    # What one fetch brings per partition (aiokafka's default 1 MiB): fetched records stay in memory while
+    # intake is paused; half of it kept ~30 MB off the full-scale peak (docs/benchmarks.md, fourth round)
+    max_partition_fetch_bytes: int = Field(512 * 1024, ge=64 * 1024)
     # Pacing (anti-ban). Per-channel overrides come from the registry's `pacing` block.
     pacing_enabled: bool = True
     min_gap_ms: int = Field(4000, ge=0)

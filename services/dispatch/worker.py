@@ -151,7 +151,8 @@ class Dispatcher:
         if not await self._wait_for_tables():
             return False
         await self.outboxes.start()
-        consumer = self.clients.group_consumer(self.settings.group_id, max_poll_records=1000)
+        consumer = self.clients.group_consumer(self.settings.group_id, max_poll_records=1000,
+                                               max_partition_fetch_bytes=self.settings.max_partition_fetch_bytes)
         await consumer.start()
         self._consumer = consumer
         consumer.subscribe([self.settings.commands_topic, self.settings.retry_topic], listener=RebalanceAdapter(self))

@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from apiplus.harness import Harness, Killed, ManualClock, ReplyLost
+from apiplus.kafka import KafkaClientConfig, KafkaClients
 from services.dispatch import providers
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.providers import Provider, Request
@@ -427,3 +428,16 @@ async def test_a_stage_trace_has_one_line_per_command_at_its_first_request(tmp_p
         assert produced > 0  # the record's timestamp
         assert len(taken) == len(STAGES) - 1
         assert taken == sorted(taken)  # intake, lane, claimed, request: in that order
+
+
+async def test_the_commands_consumer_fetches_at_most_the_configured_bytes_per_partition() -> None:
+    """Fetched records wait in memory while intake is paused: dispatch asks for half of aiokafka's 1 MiB."""
+    for settings, expected in (({}, 512 * 1024), ({"max_partition_fetch_bytes": 128 * 1024}, 128 * 1024)):
+        w = World(**settings)
+        d = await w.started()
+        (consumer,) = [c for c in w.h.kafka.consumers if c.group_id == w.settings.group_id]
+        assert consumer.max_partition_fetch_bytes == expected
+        await w.closed(d)
+    real = KafkaClients(KafkaClientConfig("127.0.0.1:1", client_id="t")).group_consumer(
+        "g", max_partition_fetch_bytes=128 * 1024)
+    assert real._max_partition_fetch_bytes == 128 * 1024  # type: ignore[attr-defined]
