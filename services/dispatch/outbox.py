@@ -148,8 +148,10 @@ class Outboxes:
         return self._progress_partitions[partition % len(self._progress_partitions)]
 
     def waiting(self) -> int:
-        """Outputs waiting for their partition's next transaction (intake's backpressure counts them)."""
-        return sum(len(box.pending.outputs) for box in self.boxes.values())
+        """Outputs waiting for their partition's next transaction, a flush in doubt's included (intake's
+        backpressure counts them)."""
+        return sum(len(box.pending.outputs) + (len(box.in_doubt[0].outputs) if box.in_doubt else 0)
+                   for box in self.boxes.values())
 
     # --- what the parts hand in -----------------------------------------------------------------
     def mark(self, tp: Any, offset: int) -> Mark:
