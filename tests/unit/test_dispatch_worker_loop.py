@@ -382,8 +382,13 @@ async def test_a_commit_in_doubt_while_the_broker_stays_away_is_written_once(com
         w.command(f"k-{i}", "a")
     w.h.broker.fail_next("commit", ReplyLost("connection dropped after the request") if committed else None)
     w.h.broker.fail_next("init", times=3)  # the renewals of the next three flushes fail
+    in_doubt = 0
     for _ in range(5):  # commands only arrive after the lost reply: the first flushes hold just those four
         await w.run_for(d, 1)
+        doubtful = sum(len(box.in_doubt[0].outputs) for box in d.outboxes.boxes.values() if box.in_doubt)
+        assert d.outboxes.waiting() >= doubtful  # backpressure counts a flush in doubt
+        in_doubt = max(in_doubt, doubtful)
+    assert in_doubt == 8  # the four commands' `queued` and `sent` waited, in doubt, for a renewal
     for i in range(4, 6):
         w.command(f"k-{i}", "a")
     await w.run_for(d, 4)
