@@ -76,9 +76,9 @@ class World:
                  "message": {"kind": "text", "body": command_id}, **extra}
         self.h.broker.produce("cmd", orjson.dumps(value), key=channel_id.encode())
 
-    async def started(self) -> Dispatcher:
+    async def started(self, trace: StageTrace | None = None) -> Dispatcher:
         dispatcher = Dispatcher(self.settings, self.h.kafka, self.store, self.provider,
-                                DispatchMetrics(CollectorRegistry()), clock=self.h.clock)
+                                DispatchMetrics(CollectorRegistry()), clock=self.h.clock, trace=trace)
         assert await self.h.clock.run(dispatcher.start())
         await dispatcher.step()  # the first poll joins the group and takes the partitions
         return dispatcher
@@ -108,9 +108,12 @@ class World:
     def out(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(r.value) for r in self.h.broker.records(topic) if r.value is not None]
 
+    def results(self) -> Counter[tuple[str, str]]:
+        """(command id, state) of every result written, counted."""
+        return Counter((r["command_id"], r["state"]) for r in self.out("results"))
+
     def terminal(self) -> Counter[tuple[str, str]]:
-        return Counter((r["command_id"], r["state"]) for r in self.out("results")
-                       if r["state"] not in ("queued", "held"))
+        return Counter({key: n for key, n in self.results().items() if key[1] not in ("queued", "held")})
 
     def committed(self, group: str = "apiplus-dispatch") -> list[int]:
         return [self.h.broker.committed(group, TopicPartition("cmd", p)) or 0 for p in (0, 1)]
@@ -240,7 +243,7 @@ async def test_kill_inside_a_commit_leaves_its_transaction_to_the_next_owner() -
     d = await w.started()
     await w.run_for(d, 3)
     await w.closed(d)
-    seen = Counter((r["command_id"], r["state"]) for r in w.out("results"))
+    seen = w.results()
     assert seen == Counter({**{(f"ok-{i}", s): 1 for i in range(8) for s in ("queued", "sent")},
                             ("bad", "rejected"): 1})
     assert len(w.out("cmd.dlq")) == 1
@@ -269,7 +272,7 @@ async def test_a_zombie_that_missed_the_rebalance_is_fenced_and_writes_nothing()
     assert fenced.stopped, "the fenced producer was left open"  # type: ignore[attr-defined]
     await w.closed(owner)
     w.kill(zombie)
-    seen = Counter((r["command_id"], r["state"]) for r in w.out("results"))
+    seen = w.results()
     assert seen == Counter({(f"ok-{i}", s): 1 for i in range(10) for s in ("queued", "sent")})
     assert w.committed() == w.ends()
 
@@ -393,8 +396,7 @@ async def test_a_commit_in_doubt_while_the_broker_stays_away_is_written_once(com
         w.command(f"k-{i}", "a")
     await w.run_for(d, 4)
     await w.closed(d)
-    results = Counter((r["command_id"], r["state"]) for r in w.out("results"))
-    assert results == Counter({(f"k-{i}", s): 1 for i in range(6) for s in ("queued", "sent")})
+    assert w.results() == Counter({(f"k-{i}", s): 1 for i in range(6) for s in ("queued", "sent")})
     assert w.committed() == w.ends()
 
 
@@ -407,7 +409,7 @@ async def test_a_command_published_again_after_it_finished_here_gets_no_second_q
     w.command("once", "a")  # upstream publishes it again, after it was sent and committed
     await w.run_for(d, 2)
     await w.closed(d)
-    assert Counter((r["command_id"], r["state"]) for r in w.out("results")) == Counter(
+    assert w.results() == Counter(
         {("once", "queued"): 1, ("once", "sent"): 1})
     assert w.provider.calls == ["once"]
     assert w.committed() == w.ends()
@@ -417,10 +419,7 @@ async def test_a_stage_trace_has_one_line_per_command_at_its_first_request(tmp_p
     path = tmp_path / "stages.tsv"
     w = World()
     w.channel("a")
-    dispatcher = Dispatcher(w.settings, w.h.kafka, w.store, w.provider, DispatchMetrics(CollectorRegistry()),
-                            clock=w.h.clock, trace=StageTrace(str(path)))
-    assert await w.h.clock.run(dispatcher.start())
-    await dispatcher.step()
+    dispatcher = await w.started(trace=StageTrace(str(path)))
     for i in range(5):
         w.command(f"t-{i}", "a")
     w.command("refused", "a", token="wrong")  # never requested: no line
