@@ -62,8 +62,7 @@ class Intake:
             self.commits.add(tp, record.offset)
             reported = self.outputs.committed(tp, record.offset)  # how far it got before a restart
             if reported is Mark.FINISHED:
-                self.metrics.duplicates.inc()
-                self.commits.done(tp, record.offset)
+                self._skip(tp, record.offset)
                 continue
             try:
                 data = parse_object(record.value)
@@ -80,8 +79,7 @@ class Intake:
                 continue
             accepted += 1
             if self.records.current(command.command_id, None) is not None:
-                self.metrics.duplicates.inc()  # finished in this process already: no second `queued`, no send
-                self.commits.done(tp, record.offset)
+                self._skip(tp, record.offset)  # finished in this process already: no second `queued`, no send
                 continue
             await self._queue(tp, record, command, channel, request, reported)
         self.metrics.intake.record("ok", accepted)
@@ -89,6 +87,11 @@ class Intake:
             stored = await self.records.read([_text(data, "command_id") or "" for _, data, _ in refused])
             for record, data, error in refused:
                 self._refuse(tp, record, data, error, stored.get(_text(data, "command_id") or ""))
+
+    def _skip(self, tp: TopicPartition, offset: int) -> None:
+        """A copy of a finished command: counted, its offset done, nothing written."""
+        self.metrics.duplicates.inc()
+        self.commits.done(tp, offset)
 
     async def _queue(self, tp: TopicPartition, record: Any, command: Command, channel: Channel,
                      request: Request, reported: Mark) -> None:
