@@ -188,6 +188,16 @@ def profiled(service: str, logs: Path) -> list[str]:
     return [sys.executable]
 
 
+def sample_stacks(name: str, proc: subprocess.Popen[bytes], out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling `proc` for the timed load when BENCH_PYSPY names `name` (raw stacks; `bench.stacktop`
+    summarises them). Sampling costs the worker little CPU (py-spy reads its memory from outside)."""
+    if name not in os.environ.get("BENCH_PYSPY", "").split(","):
+        return None
+    argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid), "--rate", "100",
+            "--duration", str(math.ceil(LATENCY_SECONDS)), "--format", "raw", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=(out.parent / f"{out.name}.log").open("ab"))
+
+
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log.open("ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -545,6 +555,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
             await asyncio.sleep(0.1)
         ready = time.monotonic() - spawned
         loop_start = await asyncio.to_thread(loop_figures, metrics_url)
+        sampler = sample_stacks("dispatch-latency", proc, logs / f"dispatch-latency-{run}.pyspy")
         cpu_start = cpu_seconds([proc])
         total = int(rate * LATENCY_SECONDS)
         started = time.perf_counter()
@@ -562,6 +573,8 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
         while await asyncio.to_thread(sim.distinct) < total + 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         cpu_us = 1e6 * (cpu_seconds([proc]) - cpu_start) / total
+        if sampler is not None:
+            sampler.wait(60)
         loop = {k: v - loop_start.get(k, 0.0) for k, v in (await asyncio.to_thread(loop_figures, metrics_url)).items()}
     finally:
         if watcher is not None:
@@ -581,7 +594,13 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     per_second: dict[int, list[float]] = {}
     for at, ms in timed:
         per_second.setdefault(int(at - first), []).append(ms)
-    timeline = [{"second": s, "commands": len(v), **percentiles(v)} for s, v in sorted(per_second.items())]
+    readable: dict[int, list[float]] = {}  # the bench producer and the broker alone, per second of the run
+    for c, at in sent_at.items():
+        if c in seen_at:
+            readable.setdefault(int(at - first), []).append((seen_at[c] - at) * 1000)
+    timeline = [{"second": s, "commands": len(v), **percentiles(v),
+                 **{f"readable_{k}": x for k, x in (percentiles(readable[s]) if s in readable else {}).items()}}
+                for s, v in sorted(per_second.items())]
     (logs / f"dispatch-latency-{run}.json").write_bytes(orjson.dumps(timeline, option=orjson.OPT_INDENT_2))
     split = {f"{part}_{k}": v for part, values in (("broker", broker), ("worker", worker)) if values
              for k, v in percentiles(values).items()}

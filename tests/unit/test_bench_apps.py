@@ -10,6 +10,7 @@ from apiplus.loopprobe import LoopProbe
 from bench.data import ingest_events
 from bench.quix_ingest import canonical
 from bench.run import STAGE_PARTS, loop_line, parse_loop_figures, stage_line, stage_split
+from bench.stacktop import summarise
 
 
 def test_the_quix_ingest_app_turns_every_backlog_record_into_canonical_events_with_a_channel() -> None:
@@ -59,3 +60,21 @@ def test_the_latency_phase_splits_the_slowest_commands_by_stage() -> None:
     assert abs(parts["request -> received"]["p50_ms"] - 2) < 0.01
     assert "produced -> intake 105.0" in stage_line(split)
     assert stage_split("", received) == {}
+
+
+def test_the_stack_summary_counts_own_samples_by_innermost_frame_and_every_frame_once_per_stack() -> None:
+    stacks = [
+        "run (asyncio/runners.py:118);deliver (services/dispatch/delivery.py:105);"
+        "send (aiohttp/client.py:500);deliver (services/dispatch/delivery.py:120) 3\n",
+        "run (asyncio/runners.py:118);_flush (apiplus/redisio.py:80) 1\n",
+        "not a stack line\n",
+    ]
+    out = summarise(stacks, top=10)
+    assert out[0] == "4 samples"
+    by_package = out[out.index("by package (innermost frame):") + 1:out.index("top 10 by own samples:")]
+    assert by_package == [" 75.0%  services", " 25.0%  apiplus", ""]
+    own = out[out.index("top 10 by own samples:") + 1:out.index("top 10 anywhere on the stack:") - 1]
+    assert own == [" 75.0%  deliver (services/dispatch/delivery.py)", " 25.0%  _flush (apiplus/redisio.py)"]
+    anywhere = out[out.index("top 10 anywhere on the stack:") + 1:]
+    assert anywhere[0] == "100.0%  run (asyncio/runners.py)"
+    assert " 75.0%  deliver (services/dispatch/delivery.py)" in anywhere  # twice on one stack, counted once
