@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import redis.asyncio as aioredis
+from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
@@ -30,45 +32,55 @@ async def ping(client: aioredis.Redis) -> bool:
 
 
 class RedisBatcher:
-    """Coalesces the commands that many tasks issue in one loop iteration into a single pipeline.
+    """Coalesces the commands that many tasks issue into pipelines, at most `max_in_flight` at a time.
 
     Thousands of dispatch lanes each write small records; one round trip and one packing pass per
-    iteration costs far less CPU than a full request per command.
+    pipeline costs far less CPU than a full request per command. What is submitted while the pipelines in
+    flight wait for their replies joins the next one, sent as one of them completes: under load a write
+    (a system call) carries many commands, not the one or two a single loop iteration queued. Commands
+    reach Redis in the order they were submitted when `max_in_flight` is 1.
     """
 
-    def __init__(self, client: aioredis.Redis, max_batch: int = 1000) -> None:
+    def __init__(self, client: aioredis.Redis, max_batch: int = 1000, max_in_flight: int = 1) -> None:
         self.client = client
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._scheduled = False
 
     async def execute(self, *args: Any) -> Any:
         return await self.submit(*args)
 
     def submit(self, *args: Any) -> asyncio.Future[Any]:
-        """Queue a command for this iteration's pipeline; its reply as a future (gathered without a task each)."""
+        """Queue a command for the next pipeline; its reply as a future (gathered without a task each)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((args, future))
-        if len(self._queue) == 1:
+        if not self._scheduled and len(self._tasks) < self.max_in_flight:
+            self._scheduled = True
             loop.call_soon(self._flush_soon)
-        elif len(self._queue) >= self.max_batch:
-            self._flush_soon()
         return future
 
     def _flush_soon(self) -> None:
-        if not self._queue:
-            return
-        batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._flush(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._scheduled = False
+        while self._queue and len(self._tasks) < self.max_in_flight:
+            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._queue:  # what waited for this pipeline goes next
+            self._flush_soon()
 
     async def _flush(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        """One round trip on a pooled connection: every command written at once, every reply read in order.
-        Replies are Redis's own (b"OK", bulk strings, None), without redis-py's per-command callbacks; an
-        error reply fails only its own command. Not redis-py's `Pipeline`: for the few commands of one
-        iteration its set-up costs about as much as the commands (docs/benchmarks.md, fourth round)."""
+        """One round trip on a pooled connection: every command packed by hiredis and written at once, every reply
+        read in order under one timeout (the connection's socket timeout) for the whole batch, not one per reply.
+        Replies are Redis's own (b"OK", bulk strings, None), without redis-py's per-command callbacks; an error
+        reply fails only its own command. Not redis-py's `Pipeline`: for the few commands of a round trip its
+        set-up costs about as much as the commands (docs/benchmarks.md, fourth and fifth rounds)."""
         pool = self.client.connection_pool
         try:
             connection = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -77,15 +89,16 @@ class RedisBatcher:
             return
         replies: list[Any] = []
         try:
-            await connection.send_packed_command(connection.pack_commands([args for args, _ in batch]))
-            for _ in batch:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as error:  # the reply was read whole: the connection stays in step
-                    replies.append(error)
+            async with asyncio.timeout(connection.socket_timeout):
+                await connection.send_packed_command(b"".join([pack_command(args) for args, _ in batch]))
+                for _ in batch:
+                    try:
+                        replies.append(await connection.read_response(timeout=math.inf))  # the batch's timeout
+                    except ResponseError as error:  # the reply was read whole: the connection stays in step
+                        replies.append(error)
         # Cut off mid-reply (an error, a timeout, a cancellation): the connection may hold replies nobody will
         # read, so it is closed, never handed back as it is.
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             await connection.disconnect()
             _fail(batch, exc)
             return

@@ -89,3 +89,35 @@ async def test_a_batch_that_times_out_leaves_no_late_reply_for_the_next_one(redi
         replies = await asyncio.gather(batcher.submit("GET", prefix + "absent"),
                                        batcher.submit("SET", f"{prefix}{round_}", "x"))
         assert replies == [None, b"OK"]
+
+
+async def test_what_is_submitted_while_a_pipeline_waits_goes_in_the_next_one_in_order(redis: aioredis.Redis) -> None:
+    """Commands submitted over many loop iterations while a pipeline is in flight share one round trip, sent
+    when it completes, and Redis runs them in the order they were submitted."""
+    batcher = RedisBatcher(redis)
+    prefix = f"apiplus:test:batcher:{uuid.uuid4().hex}:"
+    pool = redis.connection_pool
+    taken = 0
+    get_connection = pool.get_connection
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal taken
+        taken += 1
+        return await get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    pool.get_connection = counted  # type: ignore[method-assign]
+    try:
+        waiting = batcher.submit("BLPOP", prefix + "empty", 0.3)  # in flight for 0.3 s
+        await asyncio.sleep(0.05)
+        later = []
+        for i in range(20):  # twenty loop iterations, each with its own commands
+            later += [batcher.submit("RPUSH", prefix + "order", i), batcher.submit("GET", prefix + "absent")]
+            await asyncio.sleep(0)
+        assert not any(f.done() for f in later)
+        assert await waiting is None
+        replies = await asyncio.gather(*later)
+    finally:
+        pool.get_connection = get_connection  # type: ignore[method-assign]
+    assert replies[::2] == list(range(1, 21))
+    assert taken == 2  # the BLPOP's round trip, then one for all forty commands
+    assert await redis.lrange(prefix + "order", 0, -1) == [str(i).encode() for i in range(20)]

@@ -9,6 +9,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import hiredis
 import orjson
 import pytest
 from aiokafka import TopicPartition
@@ -365,11 +366,13 @@ class FlakyRedis:
     """Just enough of redis.asyncio for the record store's batched round trips (a pooled connection: commands
     packed and sent at once, replies read in order): the first `failures` round trips fail."""
 
+    socket_timeout = 2.0
+
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.data: dict[str, bytes] = {}
         self.connection_pool = self
-        self._sent: list[tuple[Any, ...]] = []
+        self._sent: list[list[bytes]] = []
 
     async def get_connection(self) -> FlakyRedis:
         return self
@@ -380,19 +383,18 @@ class FlakyRedis:
     async def disconnect(self) -> None:
         self._sent = []
 
-    def pack_commands(self, commands: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        return list(commands)
-
-    async def send_packed_command(self, packed: list[tuple[Any, ...]]) -> None:
+    async def send_packed_command(self, packed: bytes) -> None:
         if self.failures:
             self.failures -= 1
             raise RedisConnectionError("down")
-        self._sent = packed
+        reader = hiredis.Reader()  # the commands as Redis reads them
+        reader.feed(packed)
+        self._sent = list(iter(reader.gets, False))
 
-    async def read_response(self) -> bytes:
+    async def read_response(self, timeout: float | None = None) -> bytes:
         name, key, value, *_ = self._sent.pop(0)
-        assert name == "SET"
-        self.data[key] = value
+        assert name == b"SET"
+        self.data[key.decode()] = value
         return b"OK"
 
 
