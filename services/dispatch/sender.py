@@ -1,4 +1,4 @@
-"""The HTTP side of sending: one aiohttp session, the request, and what the provider's answer means."""
+"""The HTTP side of sending: one HTTP client (http.py), the request, and what the provider's answer means."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Protocol
 
-import aiohttp
 import orjson
 
+from services.dispatch.http import ConnectFailed, HttpClient, HttpError, RequestTimeout
 from services.dispatch.providers import Provider, Request
 
 
@@ -59,20 +59,10 @@ class ProviderClient:
                  max_in_flight: int) -> None:
         self.providers = dict(providers)
         self._idempotent = frozenset(idempotent)
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._session: aiohttp.ClientSession | None = None
-        self._limit = max_in_flight
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
-                                                  json_serialize=lambda v: orjson.dumps(v).decode())
-        return self._session
+        self.http = HttpClient(timeout_seconds=timeout_seconds, max_connections=max_in_flight)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()
 
     def idempotent(self, provider: str) -> bool:
         """Whether the provider (or a proxy in front of it) honours Idempotency-Key."""
@@ -84,20 +74,18 @@ class ProviderClient:
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key, **adapter.auth_headers()}
         started = time.perf_counter()
         try:
-            async with self.session().request(
-                request.method, adapter.base_url + request.path, data=orjson.dumps(request.body), headers=headers
-            ) as response:
-                raw = await response.read()
-                status = response.status
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-        except aiohttp.ClientConnectorError as exc:
-            raise SendUnavailable(f"cannot connect: {type(exc).__name__}", ambiguous=False) from None
-        except TimeoutError:
-            raise SendUnavailable("timeout", ambiguous=True) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise SendUnavailable(f"connection lost: {type(exc).__name__}", ambiguous=True) from None
+            response = await self.http.request(request.method, adapter.base_url, request.path,
+                                               orjson.dumps(request.body), headers)
+        except ConnectFailed as exc:
+            raise SendUnavailable(exc.reason, ambiguous=False) from None
+        except RequestTimeout as exc:
+            raise SendUnavailable("timeout", ambiguous=exc.written) from None
+        except HttpError as exc:
+            raise SendUnavailable(exc.reason if exc.reason.startswith("connection lost") else
+                                  f"bad answer: {exc.reason}", ambiguous=exc.written) from None
         elapsed = time.perf_counter() - started
-        return _interpret(adapter, status, raw, retry_after), elapsed
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        return _interpret(adapter, response.status, response.body, retry_after), elapsed
 
 
 def _interpret(adapter: Provider, status: int, raw: bytes, retry_after: float | None) -> str:
