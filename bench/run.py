@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from chaos.stack import publish
 from services.billing.settings import BillingSettings
 from services.dispatch import stagetrace
 from services.dispatch.core import Channel, parse_command, render_command
+from services.dispatch.http import HttpClient
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("APIPLUS_KAFKA_BOOTSTRAP", "127.0.0.1:24092")
@@ -460,10 +461,11 @@ async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, ta
                        machine_busy_pct=busy_pct(machine10, machine90))
 
 
-async def bench_dispatch(logs: Path, instances: int = 1) -> tuple[Measurement, Measurement | None]:
-    """(dispatch throughput, HTTP ceiling) on the same simulator with the same rendered requests.
+async def bench_dispatch(logs: Path, instances: int = 1) -> tuple[Measurement, list[Measurement] | None]:
+    """(dispatch throughput, HTTP ceilings on the worker's client and on aiohttp's) on the same simulator with the
+    same rendered requests.
 
-    With several instances only their combined throughput is measured (the ceiling is the single run's).
+    With several instances only their combined throughput is measured (the ceilings are the single run's).
     """
     sim = Simulator(logs)
     try:
@@ -478,19 +480,23 @@ async def bench_dispatch(logs: Path, instances: int = 1) -> tuple[Measurement, M
             worker = await wait_sent(procs, sim, DISPATCH_N)
         finally:
             stop(*procs)
-        ceiling = await http_ceiling(sim, commands, f"http-{run}") if instances == 1 else None
+        ceilings = ([await http_ceiling(sim, commands, f"http-{run}", client) for client in ("apiplus", "aiohttp")]
+                    if instances == 1 else None)
     finally:
         sim.close()
-    return worker, ceiling
+    return worker, ceilings
 
 
-async def http_ceiling(sim: Simulator, commands: list[tuple[bytes, dict[str, Any]]], prefix: str) -> Measurement:
-    """A bare aiohttp loop posting the same rendered requests with the same concurrency."""
+async def http_ceiling(sim: Simulator, commands: list[tuple[bytes, dict[str, Any]]], prefix: str,
+                       client: str = "apiplus") -> Measurement:
+    """A bare loop posting the same rendered requests with the same concurrency, on the worker's own HTTP client
+    (`services/dispatch/http.py`; the ceiling the worker is judged against) or on aiohttp's (`client="aiohttp"`,
+    what the worker used until issue 14's fifth round)."""
     requests = []
     for i, (_, raw) in enumerate(commands):
         command = parse_command(raw)
         channel = Channel(command.channel_id, "bench", "", "simulator", "plus", "active")
-        requests.append((f"{prefix}-{i}", render_command(command, channel)))
+        requests.append((f"{prefix}-{client}-{i}", render_command(command, channel)))
     done = 0
     t10 = t90 = None
     n = len(requests)
@@ -498,22 +504,35 @@ async def http_ceiling(sim: Simulator, commands: list[tuple[bytes, dict[str, Any
     for item in requests:
         queue.put_nowait(item)
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def loop(post: Callable[[str, bytes, dict[str, str]], Awaitable[None]]) -> None:
         nonlocal done, t10, t90
         while not queue.empty():
             key, request = queue.get_nowait()
             headers = {"Content-Type": "application/json", "Idempotency-Key": key, "token": "bench"}
-            async with session.post(sim.url + request.path, data=orjson.dumps(request.body), headers=headers) as r:
-                await r.read()
+            await post(request.path, orjson.dumps(request.body), headers)
             done += 1
             if t10 is None and done >= 0.1 * n:
                 t10 = time.perf_counter()
             if t90 is None and done >= 0.9 * n:
                 t90 = time.perf_counter()
 
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(client(session) for _ in range(CONCURRENCY)))
+    if client == "aiohttp":
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+            async def post_aiohttp(path: str, body: bytes, headers: dict[str, str]) -> None:
+                async with session.post(sim.url + path, data=body, headers=headers) as r:
+                    await r.read()
+
+            await asyncio.gather(*(loop(post_aiohttp) for _ in range(CONCURRENCY)))
+    else:
+        http = HttpClient(timeout_seconds=TIMEOUT, max_connections=CONCURRENCY)
+
+        async def post(path: str, body: bytes, headers: dict[str, str]) -> None:
+            await http.request("POST", sim.url, path, body, headers)
+
+        try:
+            await asyncio.gather(*(loop(post) for _ in range(CONCURRENCY)))
+        finally:
+            await http.close()
     assert t10 is not None and t90 is not None
     return Measurement(rate=0.8 * n / (t90 - t10))
 
@@ -766,7 +785,7 @@ async def main() -> int:
     await produce("bench.registry", data.registry_rows(CHANNELS))
     results: dict[str, list[Measurement]] = {k: [] for k in (
         "baseline_ingest", "ingest", "ingest_normalise", "faust_ingest", *PEER_COMMANDS, "baseline_billing",
-        "billing", "dispatch", "http",
+        "billing", "dispatch", "http", "http_aiohttp",
         *(f"{s}_x{SCALE_OUT}" for s in ("ingest", "ingest_normalise", "billing", "dispatch")))}
     for r in range(RUNS):
         say(f"run {r + 1}/{RUNS}")
@@ -785,10 +804,11 @@ async def main() -> int:
             if "scale" in ONLY:
                 results[f"billing_x{SCALE_OUT}"].append(await bench_billing(billing_src, billing_n, logs, SCALE_OUT))
         if "dispatch" in ONLY:
-            worker, ceiling = await bench_dispatch(logs)
+            worker, ceilings = await bench_dispatch(logs)
             results["dispatch"].append(worker)
-            assert ceiling is not None  # a single instance also measures the ceiling
-            results["http"].append(ceiling)
+            assert ceilings is not None  # a single instance also measures the ceilings
+            results["http"].append(ceilings[0])
+            results["http_aiohttp"].append(ceilings[1])
             if "scale" in ONLY:
                 results[f"dispatch_x{SCALE_OUT}"].append((await bench_dispatch(logs, SCALE_OUT))[0])
         say("  " + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in results.items() if v))
@@ -815,6 +835,7 @@ async def main() -> int:
              "ingest_normalise_vs_baseline": ("ingest_normalise", "baseline_ingest"),
              "faust_vs_baseline": ("faust_ingest", "baseline_ingest"),
              "billing_vs_baseline": ("billing", "baseline_billing"), "dispatch_vs_http": ("dispatch", "http"),
+             "dispatch_vs_http_aiohttp": ("dispatch", "http_aiohttp"),
              **{f"{peer}_vs_baseline": (peer, "baseline_ingest") for peer in PEER_COMMANDS},
              "quix_ingest_vs_ingest": ("quix_ingest", "ingest"),
              "confluent_aio_eos_vs_aiokafka_eos": ("confluent_aio_eos", "aiokafka_eos"),
