@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
@@ -894,4 +895,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(uvloop.run(main()))  # the workers' loop: the HTTP ceiling and the harness's clients on it too
