@@ -302,7 +302,7 @@ class HttpClient:
             if connection is not None:
                 connection.close()
             raise
-        if connection.parser.keep_alive() and not connection.buffer and not connection.lost:
+        if connection.parser.keep_alive() and not connection.buffer and not connection.lost and not self._closed:
             connection.parser = connection.waiter = None
             connection.idle_since = time.monotonic()
             self._pools[origin].idle.append(connection)

@@ -25,6 +25,7 @@ class Scripted:
         self.answer = answer
         self.requests: list[bytes] = []
         self.connections = 0
+        self.ended = 0  # connections the client closed or lost
         self.server: asyncio.Server | None = None
 
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> int:
@@ -43,7 +44,7 @@ class Scripted:
                 if not await self.answer(request, writer):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            self.ended += 1
         finally:
             writer.close()
 
@@ -231,3 +232,28 @@ async def test_a_connection_idle_longer_than_the_limit_is_replaced_by_a_new_one(
         await client.close()
         await server.close()
     assert server.connections == 2
+
+
+async def test_a_request_in_flight_when_the_client_closes_ends_and_leaves_no_connection_open() -> None:
+    client = HttpClient(timeout_seconds=2.0, max_connections=2)
+
+    async def late(_: bytes, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.2)
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    server, base = await serve(late)
+    try:
+        request = asyncio.ensure_future(client.request("POST", base, "/m", b"{}", {}))
+        await asyncio.sleep(0.05)
+        await client.close()
+        response = await request
+        for _ in range(50):
+            if server.ended:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await server.close()
+    assert response.status == 200
+    assert server.ended == 1  # the client closed the connection instead of keeping it for a next request
