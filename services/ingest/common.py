@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apiplus.envelope import deterministic_id, make_event, parse_rfc3339, rfc3339, rfc3339_from_epoch
+from apiplus.envelope import deterministic_id, parse_rfc3339, rfc3339, rfc3339_from_epoch
 from apiplus.errors import ErrorCode, PermanentError
 
 PRODUCER = "apiplus-ingest"
@@ -165,6 +165,8 @@ def str_or_none(value: Any) -> str | None:
 # --- times -----------------------------------------------------------------------------------------
 def epoch(value: Any, path: str, per_second: int | None = 1) -> str:
     """An epoch timestamp as RFC 3339: `per_second` 1 for seconds, 1000 for ms, None to tell by size."""
+    if type(value) is int and per_second is not None and 0 < value < 32503680000 * per_second:  # the usual case
+        return rfc3339_from_epoch(value / per_second)
     if isinstance(value, dict) and "low" in value:  # protobuf Long, as some Baileys builds serialise it
         low, high = value.get("low"), value.get("high") or 0
         if isinstance(low, bool) or isinstance(high, bool) or not isinstance(low, int) or not isinstance(high, int):
@@ -256,16 +258,18 @@ def party(jid: Any, alternatives: Iterable[Any], path: str) -> tuple[str | None,
     A LID (`…@lid`) is a privacy identifier, not a phone number: its digits never become the phone.
     """
     alternatives = list(alternatives)
-    lid = lid_of(jid) if is_lid(jid) else None
-    for candidate in alternatives:  # a LID given alongside a phone is kept too
-        if lid is None and is_lid(candidate):
-            lid = lid_of(candidate)
-    candidates = alternatives if is_lid(jid) else [jid, *alternatives]
-    for candidate in candidates:
-        if isinstance(candidate, str) and candidate and not is_lid(candidate) and not is_group(candidate):
-            digits = digits_of(candidate)
-            if digits:
-                return digits[:20], lid
+    jid_is_lid = is_lid(jid)
+    lid = lid_of(jid) if jid_is_lid else None
+    candidates = alternatives if jid_is_lid else [jid, *alternatives]
+    found = None
+    for candidate in candidates:  # the first phone; a LID given alongside a phone is kept too
+        if is_lid(candidate):
+            if lid is None:
+                lid = lid_of(candidate)
+        elif found is None and isinstance(candidate, str) and candidate and not is_group(candidate):
+            found = digits_of(candidate) or None
+    if found is not None:
+        return found[:20], lid
     if lid is None and not isinstance(jid, str):
         raise PermanentError(ErrorCode.MISSING_FIELD, f"{path} is required", field=path)
     if lid is None:
@@ -275,15 +279,18 @@ def party(jid: Any, alternatives: Iterable[Any], path: str) -> tuple[str | None,
 
 # --- canonical events ------------------------------------------------------------------------------
 def canonical(type_: str, source: str, channel_id: str, occurred_at: str, *id_parts: Any, **payload: Any) -> Event:
-    return make_event(
-        type_,
-        event_id=deterministic_id(source, channel_id, type_, *id_parts),
-        occurred_at=occurred_at,
-        producer=PRODUCER,
-        channel_id=channel_id,
-        source=source,
+    """`make_event`'s envelope (same fields, same order), then channel_id, source and the payload; built
+    in one dict display, as this runs for every event."""
+    return {
+        "event_id": deterministic_id(source, channel_id, type_, *id_parts),
+        "type": type_,
+        "schema_version": 1,
+        "occurred_at": occurred_at,
+        "producer": PRODUCER,
+        "channel_id": channel_id,
+        "source": source,
         **payload,
-    )
+    }
 
 
 def digest(value: Any) -> str:
