@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apiplus.envelope import deterministic_id, parse_rfc3339, rfc3339, rfc3339_from_epoch
@@ -54,9 +54,8 @@ DISCONNECT_REASONS = {
 TERMINAL_CODES = frozenset({401})
 
 
-@dataclass(frozen=True)
-class Context:
-    """What the shell knows about a raw record beyond its payload."""
+class Context(NamedTuple):
+    """What the shell knows about a raw record beyond its payload (one per record: a tuple is cheap to build)."""
 
     dialect: str | None = None  # forced by a header or an option
     # When the record was received: the Kafka record timestamp in the worker, the time of reading
