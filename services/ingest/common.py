@@ -122,22 +122,33 @@ def get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str,
     return value
 
 
+# `text`, `req_text` and `obj` answer the usual case (a non-empty string, a non-empty object) before
+# calling `get`: they run for nearly every field of every raw record.
 def text(obj: dict[str, Any], key: str, path: str, required: bool = True) -> str | None:
-    value: str | None = get(obj, key, str, path, required)
-    if required and value == "":
+    value = obj.get(key)
+    if type(value) is str and value:
+        return value
+    found: str | None = get(obj, key, str, path, required)
+    if required and found == "":
         raise PermanentError(ErrorCode.MISSING_FIELD, f"{path} must not be empty", field=path)
-    return value
+    return found
 
 
 def req_text(obj: dict[str, Any], key: str, path: str) -> str:
-    value = text(obj, key, path)
-    assert value is not None
-    return value
+    value = obj.get(key)
+    if type(value) is str and value:
+        return value
+    found = text(obj, key, path)
+    assert found is not None
+    return found
 
 
 def obj(holder: dict[str, Any], key: str, path: str, required: bool = True) -> dict[str, Any]:
-    value: dict[str, Any] = get(holder, key, dict, path, required) or {}
-    return value
+    value = holder.get(key)
+    if type(value) is dict and value:
+        return value
+    found: dict[str, Any] = get(holder, key, dict, path, required) or {}
+    return found
 
 
 def items(holder: dict[str, Any], key: str, path: str) -> list[tuple[str, Any]]:
