@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
 from collections.abc import Iterator
@@ -52,6 +53,8 @@ def _run(_: argparse.Namespace) -> int:
             "redis": await redisio.ping(redis),
         }
 
+    gc.freeze()  # what start-up allocated (modules, clients, schemas) is never scanned again
+    gc.set_threshold(50_000, 20, 20)  # young collections every 50k allocations, not every 700 (as dispatch)
     return serve([normalise, health], registry=registry, ready=ready, http_host=settings.http_host,
                  http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=normalise.metrics.ready)
 

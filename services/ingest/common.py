@@ -7,10 +7,10 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apiplus.envelope import deterministic_id, make_event, parse_rfc3339, rfc3339, rfc3339_from_epoch
+from apiplus.envelope import deterministic_id, parse_rfc3339, rfc3339, rfc3339_from_epoch
 from apiplus.errors import ErrorCode, PermanentError
 
 PRODUCER = "apiplus-ingest"
@@ -54,9 +54,8 @@ DISCONNECT_REASONS = {
 TERMINAL_CODES = frozenset({401})
 
 
-@dataclass(frozen=True)
-class Context:
-    """What the shell knows about a raw record beyond its payload."""
+class Context(NamedTuple):
+    """What the shell knows about a raw record beyond its payload (one per record: a tuple is cheap to build)."""
 
     dialect: str | None = None  # forced by a header or an option
     # When the record was received: the Kafka record timestamp in the worker, the time of reading
@@ -123,22 +122,33 @@ def get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str,
     return value
 
 
+# `text`, `req_text` and `obj` answer the usual case (a non-empty string, a non-empty object) before
+# calling `get`: they run for nearly every field of every raw record.
 def text(obj: dict[str, Any], key: str, path: str, required: bool = True) -> str | None:
-    value: str | None = get(obj, key, str, path, required)
-    if required and value == "":
+    value = obj.get(key)
+    if type(value) is str and value:
+        return value
+    found: str | None = get(obj, key, str, path, required)
+    if required and found == "":
         raise PermanentError(ErrorCode.MISSING_FIELD, f"{path} must not be empty", field=path)
-    return value
+    return found
 
 
 def req_text(obj: dict[str, Any], key: str, path: str) -> str:
-    value = text(obj, key, path)
-    assert value is not None
-    return value
+    value = obj.get(key)
+    if type(value) is str and value:
+        return value
+    found = text(obj, key, path)
+    assert found is not None
+    return found
 
 
 def obj(holder: dict[str, Any], key: str, path: str, required: bool = True) -> dict[str, Any]:
-    value: dict[str, Any] = get(holder, key, dict, path, required) or {}
-    return value
+    value = holder.get(key)
+    if type(value) is dict and value:
+        return value
+    found: dict[str, Any] = get(holder, key, dict, path, required) or {}
+    return found
 
 
 def items(holder: dict[str, Any], key: str, path: str) -> list[tuple[str, Any]]:
@@ -165,6 +175,8 @@ def str_or_none(value: Any) -> str | None:
 # --- times -----------------------------------------------------------------------------------------
 def epoch(value: Any, path: str, per_second: int | None = 1) -> str:
     """An epoch timestamp as RFC 3339: `per_second` 1 for seconds, 1000 for ms, None to tell by size."""
+    if type(value) is int and per_second is not None and 0 < value < 32503680000 * per_second:  # the usual case
+        return rfc3339_from_epoch(value / per_second)
     if isinstance(value, dict) and "low" in value:  # protobuf Long, as some Baileys builds serialise it
         low, high = value.get("low"), value.get("high") or 0
         if isinstance(low, bool) or isinstance(high, bool) or not isinstance(low, int) or not isinstance(high, int):
@@ -256,16 +268,18 @@ def party(jid: Any, alternatives: Iterable[Any], path: str) -> tuple[str | None,
     A LID (`…@lid`) is a privacy identifier, not a phone number: its digits never become the phone.
     """
     alternatives = list(alternatives)
-    lid = lid_of(jid) if is_lid(jid) else None
-    for candidate in alternatives:  # a LID given alongside a phone is kept too
-        if lid is None and is_lid(candidate):
-            lid = lid_of(candidate)
-    candidates = alternatives if is_lid(jid) else [jid, *alternatives]
-    for candidate in candidates:
-        if isinstance(candidate, str) and candidate and not is_lid(candidate) and not is_group(candidate):
-            digits = digits_of(candidate)
-            if digits:
-                return digits[:20], lid
+    jid_is_lid = is_lid(jid)
+    lid = lid_of(jid) if jid_is_lid else None
+    candidates = alternatives if jid_is_lid else [jid, *alternatives]
+    found = None
+    for candidate in candidates:  # the first phone; a LID given alongside a phone is kept too
+        if is_lid(candidate):
+            if lid is None:
+                lid = lid_of(candidate)
+        elif found is None and isinstance(candidate, str) and candidate and not is_group(candidate):
+            found = digits_of(candidate) or None
+    if found is not None:
+        return found[:20], lid
     if lid is None and not isinstance(jid, str):
         raise PermanentError(ErrorCode.MISSING_FIELD, f"{path} is required", field=path)
     if lid is None:
@@ -275,15 +289,18 @@ def party(jid: Any, alternatives: Iterable[Any], path: str) -> tuple[str | None,
 
 # --- canonical events ------------------------------------------------------------------------------
 def canonical(type_: str, source: str, channel_id: str, occurred_at: str, *id_parts: Any, **payload: Any) -> Event:
-    return make_event(
-        type_,
-        event_id=deterministic_id(source, channel_id, type_, *id_parts),
-        occurred_at=occurred_at,
-        producer=PRODUCER,
-        channel_id=channel_id,
-        source=source,
+    """`make_event`'s envelope (same fields, same order), then channel_id, source and the payload; built
+    in one dict display, as this runs for every event."""
+    return {
+        "event_id": deterministic_id(source, channel_id, type_, *id_parts),
+        "type": type_,
+        "schema_version": 1,
+        "occurred_at": occurred_at,
+        "producer": PRODUCER,
+        "channel_id": channel_id,
+        "source": source,
         **payload,
-    )
+    }
 
 
 def digest(value: Any) -> str:

@@ -58,6 +58,8 @@ def normalize(payload: dict[str, Any], ctx: Context = _NO_CONTEXT) -> Outcome:
     a bad item inside an otherwise good record is in `Outcome.errors` next to the other items' events."""
     dialect = detect_dialect(payload, ctx.dialect)
     outcome = _NORMALIZERS[dialect](payload, ctx)
+    if len(outcome.events) < 2:  # most records: nothing that could repeat
+        return outcome
     # The same item twice in one payload is one event (same id): keep the first.
     seen: set[str] = set()
     unique = []

@@ -98,15 +98,7 @@ def normalize(payload: dict[str, Any], ctx: Context) -> Outcome:
         out.ignore(_IGNORED[event], event)
         return out
     evo = _Evolution(channel, payload, ctx, out)
-    handlers: dict[str, Callable[[dict[str, Any], str, str], None]] = {
-        "messages.upsert": evo.message,
-        "send.message": evo.message,
-        "messages.update": evo.status,
-        "messages.edited": evo.protocol,
-        "send.message.update": evo.protocol,
-        "messages.delete": evo.deletion,
-    }
-    handler = handlers.get(event)
+    handler = _ITEM_HANDLERS.get(event)
     if handler is not None:
         data = payload.get("data")
         if data is None:
@@ -114,7 +106,7 @@ def normalize(payload: dict[str, Any], ctx: Context) -> Outcome:
         entries = [(f"data[{i}]", d) for i, d in enumerate(data)] if isinstance(data, list) else [("data", data)]
         if not entries:
             out.ignore("empty", event)
-        out.each(entries, lambda item, path: handler(as_object(item, path), path, event))
+        out.each(entries, lambda item, path: handler(evo, as_object(item, path), path, event))
         return out
     if event == "connection.update":
         out.events.append(evo.connection())
@@ -339,6 +331,17 @@ class _Evolution:
         # The QR code pairs a phone to the instance: only a digest of it is used, for the id.
         self.out.events.append(canonical("qr.updated", SOURCE, self.channel, self.when(), digest(code_text),
                                          qr={"attempt": None, "has_pairing_code": bool(qr.get("pairingCode"))}))
+
+
+# The events whose `data` holds items (one or a list), and the method each item goes to.
+_ITEM_HANDLERS: dict[str, Callable[[_Evolution, dict[str, Any], str, str], None]] = {
+    "messages.upsert": _Evolution.message,
+    "send.message": _Evolution.message,
+    "messages.update": _Evolution.status,
+    "messages.edited": _Evolution.protocol,
+    "send.message.update": _Evolution.protocol,
+    "messages.delete": _Evolution.deletion,
+}
 
 
 def _unwrap(content: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -15,6 +15,7 @@ CONDITIONS = ("flapping", "qr_loop", "stale", "logged_out")
 STATES = ("unknown", "connecting", "qr", "open", "closed", "logged_out")
 # A 515 follows every successful QR scan: a normal restart, not a sign of trouble.
 NOT_A_DISCONNECT = frozenset({"restart_required"})
+NO_TIME = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,10 @@ class HealthRules:
     history: timedelta = timedelta(hours=1)
 
 
-@dataclass(frozen=True)
-class ChannelHealth:
+class ChannelHealth(NamedTuple):
+    """One channel's health: immutable, and a tuple so that rebuilding it per event stays cheap (it is
+    rebuilt for nearly every event ingest publishes; a frozen dataclass's `replace` cost several µs)."""
+
     channel_id: str
     source: str | None = None
     state: str = "unknown"
@@ -86,10 +89,13 @@ class ChannelHealth:
         return counts
 
 
-def _later(a: str | None, b: str) -> str:
+def _later(a: str | None, b: str) -> tuple[str, datetime]:
+    """The later of two event times (`b` on a tie) and that time parsed."""
+    moment = parse_rfc3339(b)
     if a is None or a == b:
-        return b
-    return b if parse_rfc3339(b) >= parse_rfc3339(a) else a
+        return b, moment
+    earlier = parse_rfc3339(a)
+    return (b, moment) if moment >= earlier else (a, earlier)
 
 
 def observe(
@@ -102,7 +108,7 @@ def observe(
     h = current or ChannelHealth(channel_id=event["channel_id"])
     at = event["occurred_at"]
     source = event.get("source", h.source)
-    last_event_at = _later(h.last_event_at, at)
+    last_event_at, now = _later(h.last_event_at, at)
     state, since, disconnects, qr_since_open = h.state, h.since, h.disconnects, h.qr_since_open
     last_code, last_reason = h.last_code, h.last_reason
     kind = event["type"]
@@ -123,15 +129,25 @@ def observe(
     if (source, last_event_at, state, since, disconnects, qr_since_open, last_code, last_reason) != (
         h.source, h.last_event_at, h.state, h.since, h.disconnects, h.qr_since_open, h.last_code, h.last_reason
     ):
-        h = replace(h, source=source, last_event_at=last_event_at, state=state, since=since, disconnects=disconnects,
-                    qr_since_open=qr_since_open, last_code=last_code, last_reason=last_reason)
-    return settle(current, h, parse_rfc3339(last_event_at), rules)
+        h = ChannelHealth(h.channel_id, source, state, since, last_event_at, disconnects, qr_since_open, last_code,
+                          last_reason, h.conditions, h.version)
+    # `now` is the channel's last event time itself: stale only under a zero threshold, no need to parse it again.
+    return _settle(current, h, now, rules, stale=h.state == "open" and rules.stale_after <= NO_TIME)
 
 
 def settle(
     before: ChannelHealth | None, h: ChannelHealth, now: datetime, rules: HealthRules
 ) -> tuple[ChannelHealth, dict[str, Any] | None]:
     """Trim the windows, derive conditions at `now`, and say whether anything visible changed."""
+    stale = False
+    if h.state == "open" and h.last_event_at:
+        stale = now - parse_rfc3339(h.last_event_at) >= rules.stale_after
+    return _settle(before, h, now, rules, stale)
+
+
+def _settle(
+    before: ChannelHealth | None, h: ChannelHealth, now: datetime, rules: HealthRules, stale: bool
+) -> tuple[ChannelHealth, dict[str, Any] | None]:
     kept = h.disconnects
     recent = 0
     if kept:
@@ -146,30 +162,31 @@ def settle(
         conditions += ("flapping",)
     if h.qr_since_open >= rules.qr_loop_codes and h.state != "open":
         conditions += ("qr_loop",)
-    if h.state == "open" and h.last_event_at and now - parse_rfc3339(h.last_event_at) >= rules.stale_after:
+    if stale:
         conditions += ("stale",)
     if h.state == "logged_out":
         conditions += ("logged_out",)
+    changed = before is None or (before.state, before.conditions) != (h.state, conditions)
+    if changed:
+        h = h._replace(disconnects=kept, conditions=conditions, version=h.version + 1)
+        return h, health_event(h, now)
     if kept != h.disconnects or conditions != h.conditions:
-        h = replace(h, disconnects=kept, conditions=conditions)
-    changed = before is None or (before.state, before.conditions) != (h.state, h.conditions)
-    if not changed:
-        return h, None
-    h = replace(h, version=h.version + 1)
-    return h, health_event(h, now)
+        h = h._replace(disconnects=kept, conditions=conditions)
+    return h, None
 
 
 def health_event(h: ChannelHealth, now: datetime) -> dict[str, Any]:
+    occurred_at = rfc3339(now)
     return make_event(
         "channel.health",
         event_id=deterministic_id("channel.health", h.channel_id, h.version),
-        occurred_at=rfc3339(now),
+        occurred_at=occurred_at,
         producer=PRODUCER,
         channel_id=h.channel_id,
         source=h.source,
         state=h.state,
-        since=h.since or rfc3339(now),
-        last_event_at=h.last_event_at or rfc3339(now),
+        since=h.since or occurred_at,
+        last_event_at=h.last_event_at or occurred_at,
         conditions=list(h.conditions),
         disconnects_last_hour=h.disconnects_by_reason(),
         qr_since_open=h.qr_since_open,

@@ -40,8 +40,8 @@ class ReplyCorrelator:
             result = correlate(event, sent, offer, self.offer_window_seconds)
             kind = result.event["message"]["kind"] if result.correlated else None
             if result.correlated:
-                self.metrics.replies_correlated.labels(kind=kind).inc()
+                self.metrics.replies_correlated(str(kind)).inc()
             if result.typed:
-                self.metrics.typed_answers.labels(kind=kind).inc()
+                self.metrics.typed_answers(str(kind)).inc()
             out.append(result.event)
         return out

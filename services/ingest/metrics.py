@@ -19,13 +19,13 @@ class IngestMetrics:
             "Raw events (or items of them) deliberately not published, by source gateway and reason.",
             ["source", "reason"], registry=registry,
         ))
-        self.duplicates = Counter(
+        self.duplicates = Labelled(Counter(
             "apiplus_ingest_duplicates_total", "Gateway events delivered again and not re-emitted.",
             ["source"], registry=registry,
-        )
-        self.disconnects = Counter(
+        ))
+        self.disconnects = Labelled(Counter(
             "apiplus_ingest_disconnects_total", "Channel disconnects, by reason.", ["reason"], registry=registry,
-        )
+        ))
         self.qr_codes = Counter(
             "apiplus_ingest_qr_codes_total", "QR codes issued by the gateways.", registry=registry,
         )
@@ -40,16 +40,16 @@ class IngestMetrics:
             registry=registry,
         )
         # The closed loop (docs/loop.md).
-        self.replies_correlated = Counter(
+        self.replies_correlated = Labelled(Counter(
             "apiplus_ingest_replies_correlated_total",
             "message.received events tied to the command they answer (in_reply_to), by kind.", ["kind"],
             registry=registry,
-        )
-        self.typed_answers = Counter(
+        ))
+        self.typed_answers = Labelled(Counter(
             "apiplus_ingest_typed_answers_total",
             "Texts recognised as typed answers to numbered options, by the kind they became.", ["kind"],
             registry=registry,
-        )
+        ))
         self.redis_errors = Counter(
             "apiplus_ingest_redis_errors_total", "Failed writes of the health copy to Redis.", registry=registry,
         )

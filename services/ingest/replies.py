@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from apiplus.correlation import Offer, Option, SentRecord, offer_key, sent_key
 from apiplus.envelope import parse_rfc3339
@@ -20,12 +19,14 @@ from apiplus.envelope import parse_rfc3339
 REPLY_KIND = {"button": "button_reply", "list": "list_reply"}
 
 
-@dataclass(frozen=True)
-class Lookups:
+class Lookups(NamedTuple):
     """The Redis keys one event needs; None where there is nothing to look up."""
 
     sent: str | None
     offer: str | None
+
+
+NO_LOOKUPS = Lookups(None, None)
 
 
 def quoted_id(event: dict[str, Any]) -> str | None:
@@ -37,7 +38,7 @@ def quoted_id(event: dict[str, Any]) -> str | None:
 
 def lookups(event: dict[str, Any]) -> Lookups:
     if event.get("type") != "message.received":
-        return Lookups(None, None)
+        return NO_LOOKUPS
     channel = event["channel_id"]
     message = event.get("message") or {}
     quoted = quoted_id(event)
@@ -70,8 +71,7 @@ def answer(text: str | None, options: Sequence[Option]) -> Option | None:
     return by_title[0] if len(by_title) == 1 else None
 
 
-@dataclass(frozen=True)
-class Correlated:
+class Correlated(NamedTuple):
     event: dict[str, Any]
     correlated: bool  # in_reply_to was added
     typed: bool  # a typed answer was recognised
@@ -80,8 +80,10 @@ class Correlated:
 def correlate(event: dict[str, Any], sent: SentRecord | None, offer: Offer | None,
               offer_window_seconds: float) -> Correlated:
     """The event with `in_reply_to` and the typed-answer rewrite applied where they apply (a new dict)."""
-    if event.get("type") != "message.received":
-        return Correlated(event, False, False)
+    if event.get("type") != "message.received" or (
+        sent is None and offer is None and "in_reply_to" not in event["message"]
+    ):
+        return Correlated(event, False, False)  # nothing to apply: most events, kept as they are
     message = dict(event["message"])
     quoted = quoted_id(event)
     typed = False

@@ -139,7 +139,7 @@ class NormalizeHandler:
         for index in elsewhere:
             key, event = keyed[index]
             found.setdefault(key, set()).add(event["event_id"])
-            self.metrics.duplicates.labels(source=event["source"]).inc()
+            self.metrics.duplicates(event["source"]).inc()
         return found
 
     async def tick(self, state: PartitionState, now: float) -> Sequence[Output]:
@@ -186,7 +186,7 @@ class HealthHandler:
         if after != before:
             state.put(channel_id, after)
         if event["type"] == "connection.update" and event["connection"]["state"] in ("closed", "logged_out"):
-            self.metrics.disconnects.labels(reason=event["connection"].get("reason") or "unknown").inc()
+            self.metrics.disconnects(event["connection"].get("reason") or "unknown").inc()
         elif event["type"] == "qr.updated":
             self.metrics.qr_codes.inc()
         return self._publish(channel_id, change)
