@@ -87,6 +87,9 @@ class RedisRecordStore:
                  backoff: Backoff = REDIS_BACKOFF, clock: Clock = SYSTEM_CLOCK) -> None:
         self.redis = redis
         self.batcher = RedisBatcher(redis)
+        # A command's DONE, written after its commit, waits for nothing a send waits on, and comes in bursts (every
+        # command a commit finished): its own pipeline, so that a claim never queues behind hundreds of them.
+        self.after_commit = RedisBatcher(redis)
         self.ttl = ttl_seconds
         self.on_error = on_error
         self.backoff = backoff
@@ -114,7 +117,8 @@ class RedisRecordStore:
             retry = loop.create_task(self.put(command_id, record))
             retry.add_done_callback(lambda done: _settle_from(written, done))
 
-        self.batcher.submit("SET", KEY_PREFIX + command_id, record.to_json(), "EX", self.ttl).add_done_callback(settle)
+        batcher = self.after_commit if record.state is SendState.DONE else self.batcher
+        batcher.submit("SET", KEY_PREFIX + command_id, record.to_json(), "EX", self.ttl).add_done_callback(settle)
         return written
 
     async def put_if_absent(self, command_id: str, record: SendRecord) -> bool:
