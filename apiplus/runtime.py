@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -18,6 +19,13 @@ from apiplus.loopprobe import LoopProbe
 
 log = logging.getLogger("apiplus.runtime")
 READY_EVERY_SECONDS = 5.0  # the ready gauge is refreshed this often, scraped or not
+
+
+def tune_gc() -> None:
+    """For a worker about to serve (ingest, dispatch): what start-up allocated (modules, clients, schemas,
+    tables) is never scanned again, and young collections run every 50k allocations, not every 700."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 class Component(Protocol):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from apiplus.decode import parse_object
 from apiplus.jsonlog import setup_logging
 from apiplus.kafka import KafkaClientConfig, KafkaClients
 from apiplus.offline import run_jsonl
-from apiplus.runtime import serve
+from apiplus.runtime import serve, tune_gc
 from apiplus.settings import load_settings
 from services.dispatch import memtrace, providers, stagetrace
 from services.dispatch.core import Channel, parse_command, render_command
@@ -82,8 +81,7 @@ def _run(_: argparse.Namespace) -> int:
     async def ready() -> dict[str, bool]:
         return {"kafka": all(w.is_ready() for w in workers), "redis": await redisio.ping(redis)}
 
-    gc.freeze()  # what start-up allocated (tables, clients, modules) is never scanned again
-    gc.set_threshold(50_000, 20, 20)  # young collections every 50k allocations, not every 700
+    tune_gc()
     return serve(workers, registry=registry, ready=ready, http_host=settings.http_host,
                  http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=metrics.worker.ready)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from apiplus.decode import DEFAULT_MAX_BYTES
 from apiplus.envelope import parse_rfc3339
 from apiplus.jsonlog import setup_logging
 from apiplus.offline import StderrLine, run_jsonl
-from apiplus.runtime import serve
+from apiplus.runtime import serve, tune_gc
 from apiplus.settings import load_settings
 from services.ingest import webhook
 from services.ingest.common import valid_zone
@@ -53,8 +52,7 @@ def _run(_: argparse.Namespace) -> int:
             "redis": await redisio.ping(redis),
         }
 
-    gc.freeze()  # what start-up allocated (modules, clients, schemas) is never scanned again
-    gc.set_threshold(50_000, 20, 20)  # young collections every 50k allocations, not every 700 (as dispatch)
+    tune_gc()
     return serve([normalise, health], registry=registry, ready=ready, http_host=settings.http_host,
                  http_port=settings.http_port, on_stop=redis.aclose, ready_gauge=normalise.metrics.ready)
 

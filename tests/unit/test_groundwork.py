@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -26,7 +27,7 @@ from apiplus.harness import ClockStuck, FakeProducer, Harness, ManualClock
 from apiplus.health import Readiness
 from apiplus.jsonlog import COORDINATOR_LOGGER, StartupCoordinatorFilter
 from apiplus.kafka import load_table
-from apiplus.runtime import run_components
+from apiplus.runtime import run_components, tune_gc
 from apiplus.table import TopicTable
 from apiplus.topics import DISPATCH_COMMANDS, DISPATCH_RETRY, INGEST_RAW, dead_letter_topic
 
@@ -305,3 +306,14 @@ async def test_a_running_worker_keeps_its_ready_gauge_current_and_zero_once_stop
     component.finish.set()
     await worker
     assert registry.get_sample_value("apiplus_test_ready") == 0
+
+
+def test_tune_gc_freezes_what_start_up_allocated_and_collects_the_young_generation_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (50_000, 20, 20)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
