@@ -13,6 +13,7 @@ from aiokafka.errors import CommitFailedError, IllegalOperation, KafkaError, Pro
 from aiokafka.structs import TopicPartition
 
 from apiplus.harness.broker import FakeBroker, Transaction
+from apiplus.kafka.clients import DEFAULT_PARTITION_FETCH_BYTES
 
 
 class SenderDied(KafkaError):  # type: ignore[misc]
@@ -45,12 +46,12 @@ class FakeConsumer:
     a poll with nothing to return yields to the loop once and returns `{}`."""
 
     def __init__(self, broker: FakeBroker, group_id: str | None, *, read_committed: bool = True,
-                 max_poll_records: int = 500) -> None:
+                 max_poll_records: int = 500, max_partition_fetch_bytes: int = DEFAULT_PARTITION_FETCH_BYTES) -> None:
         self.broker = broker
         self.group_id = group_id
         self.read_committed = read_committed
         self.max_poll_records = max_poll_records
-        self.max_partition_fetch_bytes = 1 << 20  # as aiokafka's; recorded for tests, not enforced
+        self.max_partition_fetch_bytes = max_partition_fetch_bytes  # recorded for tests, not enforced
         self.pending_assignment: tuple[int, list[TopicPartition]] | None = None
         self.generation = 0
         self._topics: set[str] = set()
@@ -308,9 +309,9 @@ class FakeKafka:
         self.producers: list[FakeProducer] = []
 
     def group_consumer(self, group_id: str, *, max_poll_records: int = 500,
-                       max_partition_fetch_bytes: int = 1 << 20) -> FakeConsumer:
-        consumer = FakeConsumer(self.broker, group_id, max_poll_records=max_poll_records)
-        consumer.max_partition_fetch_bytes = max_partition_fetch_bytes
+                       max_partition_fetch_bytes: int = DEFAULT_PARTITION_FETCH_BYTES) -> FakeConsumer:
+        consumer = FakeConsumer(self.broker, group_id, max_poll_records=max_poll_records,
+                                max_partition_fetch_bytes=max_partition_fetch_bytes)
         self.consumers.append(consumer)
         return consumer
 
