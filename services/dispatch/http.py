@@ -22,7 +22,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024  # status line and headers
@@ -255,11 +255,6 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-@dataclass
-class _Pool:
-    idle: list[_Connection] = field(default_factory=list)
-
-
 class HttpClient:
     """Requests to a few origins over at most `max_connections` connections in all (like a connector's limit)."""
 
@@ -268,7 +263,7 @@ class HttpClient:
         self.timeout = timeout_seconds
         self.idle_seconds = idle_seconds
         self._slots = asyncio.Semaphore(max_connections)
-        self._pools: dict[Origin, _Pool] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}  # kept-alive connections per origin, newest last
         self._origins: dict[str, Origin] = {}
         self._ssl = ssl_context
         self._closed = False
@@ -305,16 +300,16 @@ class HttpClient:
         if connection.parser.keep_alive() and not connection.buffer and not connection.lost and not self._closed:
             connection.parser = connection.waiter = None
             connection.idle_since = time.monotonic()
-            self._pools[origin].idle.append(connection)
+            self._idle[origin].append(connection)
         else:
             connection.close()
         return response
 
     async def _connection(self, origin: Origin) -> _Connection:
-        pool = self._pools.setdefault(origin, _Pool())
+        idle = self._idle.setdefault(origin, [])
         now = time.monotonic()
-        while pool.idle:
-            connection = pool.idle.pop()
+        while idle:
+            connection = idle.pop()
             if connection.usable(now, self.idle_seconds):
                 return connection
             connection.close()
@@ -327,16 +322,16 @@ class HttpClient:
             _, connection = await asyncio.get_running_loop().create_connection(
                 _Connection, origin.host, origin.port, ssl=context,
                 server_hostname=origin.host if context is not None else None)
-        except (OSError, ssl.SSLError) as exc:  # refused, unreachable, name not resolved, handshake refused
+        except OSError as exc:  # refused, unreachable, name not resolved, TLS handshake refused (an SSLError)
             raise ConnectFailed(f"cannot connect: {type(exc).__name__}", written=False) from None
         return connection
 
     async def close(self) -> None:
         self._closed = True
-        for pool in self._pools.values():
-            for connection in pool.idle:
+        for idle in self._idle.values():
+            for connection in idle:
                 connection.close()
-            pool.idle.clear()
+            idle.clear()
 
 
 def _request_head(method: str, origin: Origin, target: str, length: int, headers: Mapping[str, str]) -> bytes:

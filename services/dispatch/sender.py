@@ -8,7 +8,7 @@ from typing import Protocol
 
 import orjson
 
-from services.dispatch.http import ConnectFailed, HttpClient, HttpError, RequestTimeout
+from services.dispatch.http import ConnectFailed, ConnectionLost, HttpClient, HttpError, RequestTimeout
 from services.dispatch.providers import Provider, Request
 
 
@@ -80,9 +80,10 @@ class ProviderClient:
             raise SendUnavailable(exc.reason, ambiguous=False) from None
         except RequestTimeout as exc:
             raise SendUnavailable("timeout", ambiguous=exc.written) from None
-        except HttpError as exc:
-            raise SendUnavailable(exc.reason if exc.reason.startswith("connection lost") else
-                                  f"bad answer: {exc.reason}", ambiguous=exc.written) from None
+        except ConnectionLost as exc:
+            raise SendUnavailable(exc.reason, ambiguous=exc.written) from None
+        except HttpError as exc:  # an answer this client cannot read
+            raise SendUnavailable(f"bad answer: {exc.reason}", ambiguous=exc.written) from None
         elapsed = time.perf_counter() - started
         retry_after = _retry_after(response.headers.get("retry-after"))
         return _interpret(adapter, response.status, response.body, retry_after), elapsed
