@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apiplus.envelope import deterministic_id, parse_rfc3339, rfc3339, rfc3339_from_epoch
+from apiplus.envelope import deterministic_id, make_event, parse_rfc3339, rfc3339, rfc3339_from_epoch
 from apiplus.errors import ErrorCode, PermanentError
 
 PRODUCER = "apiplus-ingest"
@@ -122,7 +122,7 @@ def get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str,
     return value
 
 
-# `text`, `req_text` and `obj` answer the usual case (a non-empty string, a non-empty object) before
+# `text` and `obj` answer the usual case (a non-empty string, a non-empty object) before
 # calling `get`: they run for nearly every field of every raw record.
 def text(obj: dict[str, Any], key: str, path: str, required: bool = True) -> str | None:
     value = obj.get(key)
@@ -135,12 +135,9 @@ def text(obj: dict[str, Any], key: str, path: str, required: bool = True) -> str
 
 
 def req_text(obj: dict[str, Any], key: str, path: str) -> str:
-    value = obj.get(key)
-    if type(value) is str and value:
-        return value
-    found = text(obj, key, path)
-    assert found is not None
-    return found
+    value = text(obj, key, path)
+    assert value is not None
+    return value
 
 
 def obj(holder: dict[str, Any], key: str, path: str, required: bool = True) -> dict[str, Any]:
@@ -289,18 +286,8 @@ def party(jid: Any, alternatives: Iterable[Any], path: str) -> tuple[str | None,
 
 # --- canonical events ------------------------------------------------------------------------------
 def canonical(type_: str, source: str, channel_id: str, occurred_at: str, *id_parts: Any, **payload: Any) -> Event:
-    """`make_event`'s envelope (same fields, same order), then channel_id, source and the payload; built
-    in one dict display, as this runs for every event."""
-    return {
-        "event_id": deterministic_id(source, channel_id, type_, *id_parts),
-        "type": type_,
-        "schema_version": 1,
-        "occurred_at": occurred_at,
-        "producer": PRODUCER,
-        "channel_id": channel_id,
-        "source": source,
-        **payload,
-    }
+    return make_event(type_, event_id=deterministic_id(source, channel_id, type_, *id_parts),
+                      occurred_at=occurred_at, producer=PRODUCER, channel_id=channel_id, source=source, **payload)
 
 
 def digest(value: Any) -> str:
