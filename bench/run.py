@@ -462,11 +462,12 @@ async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, ta
                        machine_busy_pct=busy_pct(machine10, machine90))
 
 
-async def bench_dispatch(logs: Path, instances: int = 1) -> tuple[Measurement, list[Measurement] | None]:
+async def bench_dispatch(logs: Path, instances: int = 1) -> tuple[Measurement, dict[str, Measurement]]:
     """(dispatch throughput, HTTP ceilings on the worker's client and on aiohttp's) on the same simulator with the
     same rendered requests.
 
-    With several instances only their combined throughput is measured (the ceilings are the single run's).
+    The ceilings by scenario name (`http`, `http_aiohttp`); with several instances only their combined
+    throughput is measured, and no ceiling (the single run's are the ones).
     """
     sim = Simulator(logs)
     try:
@@ -481,8 +482,9 @@ async def bench_dispatch(logs: Path, instances: int = 1) -> tuple[Measurement, l
             worker = await wait_sent(procs, sim, DISPATCH_N)
         finally:
             stop(*procs)
-        ceilings = ([await http_ceiling(sim, commands, f"http-{run}", client) for client in ("apiplus", "aiohttp")]
-                    if instances == 1 else None)
+        ceilings = ({name: await http_ceiling(sim, commands, f"http-{run}", client)
+                     for name, client in (("http", "apiplus"), ("http_aiohttp", "aiohttp"))}
+                    if instances == 1 else {})
     finally:
         sim.close()
     return worker, ceilings
@@ -611,13 +613,9 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     if len(timed) < 0.99 * len(sent_at):
         raise RuntimeError(f"only {len(timed)} of {len(sent_at)} commands reached the simulator")
     first = timed[0][0]
-    per_second: dict[int, list[float]] = {}
-    for at, ms in timed:
-        per_second.setdefault(int(at - first), []).append(ms)
-    readable: dict[int, list[float]] = {}  # the bench producer and the broker alone, per second of the run
-    for c, at in sent_at.items():
-        if c in seen_at:
-            readable.setdefault(int(at - first), []).append((seen_at[c] - at) * 1000)
+    per_second = by_second(first, timed)
+    # the bench producer and the broker alone, per second of the run
+    readable = by_second(first, ((at, (seen_at[c] - at) * 1000) for c, at in sent_at.items() if c in seen_at))
     timeline = [{"second": s, "commands": len(v), **percentiles(v),
                  **{f"readable_{k}": x for k, x in (percentiles(readable[s]) if s in readable else {}).items()}}
                 for s, v in sorted(per_second.items())]
@@ -628,6 +626,14 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     stages = stage_split(stages_path.read_text() if stages_path.exists() else "", received)
     return {**percentiles([ms for _, ms in timed]), **split, "rate": rate, "commands": len(timed),
             "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us, "loop": loop, "stages": stages}
+
+
+def by_second(first: float, timed: Iterable[tuple[float, float]]) -> dict[int, list[float]]:
+    """(send time, ms) pairs grouped by the second of the run they were sent in."""
+    grouped: dict[int, list[float]] = {}
+    for at, ms in timed:
+        grouped.setdefault(int(at - first), []).append(ms)
+    return grouped
 
 
 STAGE_PARTS = ("produced -> intake", "intake -> lane", "lane -> claimed", "claimed -> request", "request -> received")
@@ -807,9 +813,8 @@ async def main() -> int:
         if "dispatch" in ONLY:
             worker, ceilings = await bench_dispatch(logs)
             results["dispatch"].append(worker)
-            assert ceilings is not None  # a single instance also measures the ceilings
-            results["http"].append(ceilings[0])
-            results["http_aiohttp"].append(ceilings[1])
+            for name, ceiling in ceilings.items():  # a single instance also measures the ceilings
+                results[name].append(ceiling)
             if "scale" in ONLY:
                 results[f"dispatch_x{SCALE_OUT}"].append((await bench_dispatch(logs, SCALE_OUT))[0])
         say("  " + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in results.items() if v))

@@ -9,7 +9,7 @@ from apiplus.errors import PermanentError
 from apiplus.loopprobe import LoopProbe
 from bench.data import ingest_events
 from bench.quix_ingest import canonical
-from bench.run import STAGE_PARTS, loop_line, parse_loop_figures, stage_line, stage_split
+from bench.run import STAGE_PARTS, by_second, loop_line, parse_loop_figures, stage_line, stage_split
 from bench.stacktop import summarise
 
 
@@ -78,3 +78,8 @@ def test_the_stack_summary_counts_own_samples_by_innermost_frame_and_every_frame
     anywhere = out[out.index("top 10 anywhere on the stack:") + 1:]
     assert anywhere[0] == "100.0%  run (asyncio/runners.py)"
     assert " 75.0%  deliver (services/dispatch/delivery.py)" in anywhere  # twice on one stack, counted once
+
+
+def test_latency_samples_are_grouped_by_the_second_of_the_run_they_were_sent_in() -> None:
+    assert by_second(100.0, [(100.2, 5.0), (100.9, 7.0), (101.0, 3.0), (103.5, 9.0)]) == {
+        0: [5.0, 7.0], 1: [3.0], 3: [9.0]}
