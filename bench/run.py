@@ -22,10 +22,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -92,6 +92,10 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def tree_pids(procs: Sequence[subprocess.Popen[bytes]]) -> set[int]:
+    return {pid for proc in procs for pid in process_tree(proc.pid)}
+
+
 def worker_rss_mb(procs: Sequence[subprocess.Popen[bytes]]) -> float:
     """The largest RSS of any process under test, children included: the per-worker figure of issue 14."""
     return max((rss_mb(pid) for proc in procs for pid in process_tree(proc.pid)), default=0.0)
@@ -133,16 +137,76 @@ class RssTrack:
         return max((mb for _, mb in self.samples), default=0.0)
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU time of the whole machine so far, from /proc/stat, in clock ticks."""
+# Who used the machine's cores during a measurement, by role: the process(es) under test (children included),
+# the broker, Redis, the provider simulator, this harness (the bench's own producers, consumers and HTTP
+# client), and the rest (what no role names: the kernel's own work, py-spy, anything else running).
+ROLES = ("under test", "broker", "redis", "simulator", "harness")
+
+
+class MachineCpu(NamedTuple):
+    busy: float  # clock ticks, all cores (machine_cpu)
+    total: float
+    by_pid: Mapping[int, tuple[str, int]] = {}  # pid -> (role, utime + stime ticks) for each named role's process
+
+
+def role_of(pid: int, cmdline: str, under_test: Collection[int]) -> str | None:
+    """A process's role in a measurement from its pid and command line (arguments joined by spaces)."""
+    if pid in under_test:
+        return "under test"
+    if pid == os.getpid():
+        return "harness"
+    if "kafka.Kafka" in cmdline:
+        return "broker"
+    if cmdline.split(" ", 1)[0].endswith("redis-server"):
+        return "redis"
+    if "dispatch simulator" in cmdline:
+        return "simulator"
+    return None
+
+
+def machine_cpu(under_test: Collection[int] = ()) -> MachineCpu:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat, in clock ticks, and each named role's
+    processes' own (the pids in `under_test` are the processes under test)."""
     ticks = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = ticks[3] + ticks[4]  # idle, iowait
-    return sum(ticks) - idle, sum(ticks)
+    by_pid: dict[int, tuple[str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            role = role_of(pid, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"),
+                           under_test)
+            if role is not None:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                by_pid[pid] = (role, int(fields[11]) + int(fields[12]))
+        except (OSError, IndexError, ValueError):
+            pass  # gone meanwhile
+    return MachineCpu(sum(ticks) - idle, sum(ticks), by_pid)
 
 
-def busy_pct(start: tuple[float, float], end: tuple[float, float]) -> float:
+def busy_pct(start: tuple[float, ...], end: tuple[float, ...]) -> float:
     """How busy all the machine's cores were between two machine_cpu() samples (100: every core)."""
     return 100 * (end[0] - start[0]) / max(end[1] - start[1], 1.0)
+
+
+def machine_split(start: tuple[Any, ...], end: tuple[Any, ...]) -> dict[str, float]:
+    """busy_pct between two machine_cpu() samples split by role, in the same unit (100: every core), plus
+    "rest", what is left of busy_pct. A process started between the samples counts from zero; one gone by
+    the second counts in "rest". Empty for samples without processes."""
+    if len(start) < 3 or len(end) < 3 or not end[2]:
+        return {}
+    total = max(end[1] - start[1], 1.0)
+    split = dict.fromkeys(ROLES, 0.0)
+    for pid, (role, ticks) in end[2].items():
+        before = start[2].get(pid)
+        split[role] += 100 * (ticks - (before[1] if before is not None and before[0] == role else 0)) / total
+    split["rest"] = max(0.0, busy_pct(start, end) - sum(split.values()))
+    return split
+
+
+def split_line(split: Mapping[str, float]) -> str:
+    return ", ".join(f"{role} {split[role]:.0f}%" for role in (*ROLES, "rest") if role in split)
 
 
 @dataclass
@@ -158,6 +222,7 @@ class Measurement:
     # How busy the whole machine was meanwhile (broker, Redis, harness and anything else included):
     # near 100, the cores are the limit, not the process under test.
     machine_busy_pct: float = float("nan")
+    machine_split_pct: dict[str, float] = field(default_factory=dict)  # machine_busy_pct by role (machine_split)
 
 
 async def create_topics(names: Iterable[str], compacted: Iterable[str] = ()) -> None:
@@ -234,10 +299,10 @@ class Window:
     under test and the machine's (snapshot() gives both)."""
 
     expected: int
-    start: tuple[float, float, tuple[float, float]] | None = None  # (time, CPU seconds, machine_cpu())
-    end: tuple[float, float, tuple[float, float]] | None = None
+    start: tuple[float, float, tuple[Any, ...]] | None = None  # (time, CPU seconds, machine_cpu())
+    end: tuple[float, float, tuple[Any, ...]] | None = None
 
-    def update(self, done: int, now: float, snapshot: Callable[[], tuple[float, tuple[float, float]]]) -> None:
+    def update(self, done: int, now: float, snapshot: Callable[[], tuple[float, tuple[Any, ...]]]) -> None:
         if self.start is None and done >= 0.1 * self.expected:
             self.start = (now, *snapshot())
         if self.end is None and done >= 0.9 * self.expected:
@@ -249,7 +314,8 @@ class Window:
             raise RuntimeError(f"no 10%..90% window of {self.expected} (start {self.start}, end {self.end})")
         (t10, cpu10, machine10), (t90, cpu90, machine90) = self.start, self.end
         return Measurement(rate=0.8 * inputs / (t90 - t10), cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * inputs),
-                           machine_busy_pct=busy_pct(machine10, machine90))
+                           machine_busy_pct=busy_pct(machine10, machine90),
+                           machine_split_pct=machine_split(machine10, machine90))
 
 
 def committed_records(offsets: dict[int, list[int]], committed: dict[int, int]) -> int:
@@ -295,8 +361,8 @@ async def watch_outputs(
     asked = -math.inf
     deadline = time.monotonic() + TIMEOUT
 
-    def snapshot() -> tuple[float, tuple[float, float]]:
-        return cpu_seconds(procs), machine_cpu()
+    def snapshot() -> tuple[float, MachineCpu]:
+        return cpu_seconds(procs), machine_cpu(tree_pids(procs))
 
     try:
         while (seen < expected or (follower and followed < expected)) and time.monotonic() < deadline:
@@ -439,7 +505,7 @@ def dispatch_env(run: str, sim: Simulator) -> tuple[dict[str, str], dict[str, st
 async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, target: int) -> Measurement:
     t10 = t90 = None
     cpu10 = cpu90 = 0.0
-    machine10 = machine90 = (0.0, 0.0)
+    machine10 = machine90 = MachineCpu(0.0, 0.0)
     rss = RssTrack(procs)
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -447,9 +513,9 @@ async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, ta
         sent = await asyncio.to_thread(sim.distinct)
         now = time.perf_counter()
         if t10 is None and sent >= 0.1 * target:
-            t10, cpu10, machine10 = now, cpu_seconds(procs), machine_cpu()
+            t10, cpu10, machine10 = now, cpu_seconds(procs), machine_cpu(tree_pids(procs))
         if t90 is None and sent >= 0.9 * target:
-            t90, cpu90, machine90 = now, cpu_seconds(procs), machine_cpu()
+            t90, cpu90, machine90 = now, cpu_seconds(procs), machine_cpu(tree_pids(procs))
         rss.sample()
         if sent >= target:
             break
@@ -459,7 +525,8 @@ async def wait_sent(procs: Sequence[subprocess.Popen[bytes]], sim: Simulator, ta
     final = rss.sample(force=True)
     return Measurement(rate=0.8 * target / (t90 - t10), peak_rss_mb=rss.peak, final_rss_mb=final,
                        cpu_us_per_input=1e6 * (cpu90 - cpu10) / (0.8 * target), rss_over_time=rss.samples,
-                       machine_busy_pct=busy_pct(machine10, machine90))
+                       machine_busy_pct=busy_pct(machine10, machine90),
+                       machine_split_pct=machine_split(machine10, machine90))
 
 
 async def bench_dispatch(logs: Path, instances: int = 1) -> tuple[Measurement, dict[str, Measurement]]:
@@ -502,22 +569,23 @@ async def http_ceiling(sim: Simulator, commands: list[tuple[bytes, dict[str, Any
         requests.append((f"{prefix}-{client}-{i}", render_command(command, channel)))
     done = 0
     t10 = t90 = None
+    machine10 = machine90 = MachineCpu(0.0, 0.0)
     n = len(requests)
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     for item in requests:
         queue.put_nowait(item)
 
     async def loop(post: Callable[[str, bytes, dict[str, str]], Awaitable[None]]) -> None:
-        nonlocal done, t10, t90
+        nonlocal done, t10, t90, machine10, machine90
         while not queue.empty():
             key, request = queue.get_nowait()
             headers = {"Content-Type": "application/json", "Idempotency-Key": key, "token": "bench"}
             await post(request.path, orjson.dumps(request.body), headers)
             done += 1
             if t10 is None and done >= 0.1 * n:
-                t10 = time.perf_counter()
+                t10, machine10 = time.perf_counter(), machine_cpu()
             if t90 is None and done >= 0.9 * n:
-                t90 = time.perf_counter()
+                t90, machine90 = time.perf_counter(), machine_cpu()
 
     if client == "aiohttp":
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
@@ -537,7 +605,8 @@ async def http_ceiling(sim: Simulator, commands: list[tuple[bytes, dict[str, Any
         finally:
             await http.close()
     assert t10 is not None and t90 is not None
-    return Measurement(rate=0.8 * n / (t90 - t10))
+    return Measurement(rate=0.8 * n / (t90 - t10), machine_busy_pct=busy_pct(machine10, machine90),
+                       machine_split_pct=machine_split(machine10, machine90))
 
 
 async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
@@ -578,7 +647,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
         ready = time.monotonic() - spawned
         loop_start = await asyncio.to_thread(loop_figures, metrics_url)
         sampler = sample_stacks("dispatch-latency", proc, logs / f"dispatch-latency-{run}.pyspy")
-        cpu_start = cpu_seconds([proc])
+        cpu_start, machine_start = cpu_seconds([proc]), machine_cpu(tree_pids([proc]))
         total = int(rate * LATENCY_SECONDS)
         started = time.perf_counter()
         tick = 0.01
@@ -595,6 +664,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
         while await asyncio.to_thread(sim.distinct) < total + 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         cpu_us = 1e6 * (cpu_seconds([proc]) - cpu_start) / total
+        machine = machine_split(machine_start, machine_cpu(tree_pids([proc])))
         if sampler is not None:
             sampler.wait(60)
         loop = {k: v - loop_start.get(k, 0.0) for k, v in (await asyncio.to_thread(loop_figures, metrics_url)).items()}
@@ -625,7 +695,8 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     received = {e["idempotency_key"]: e["ts"] for e in entries}
     stages = stage_split(stages_path.read_text() if stages_path.exists() else "", received)
     return {**percentiles([ms for _, ms in timed]), **split, "rate": rate, "commands": len(timed),
-            "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us, "loop": loop, "stages": stages}
+            "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us, "loop": loop, "stages": stages,
+            "machine_split_pct": machine}
 
 
 def by_second(first: float, timed: Iterable[tuple[float, float]]) -> dict[int, list[float]]:
@@ -822,6 +893,8 @@ async def main() -> int:
     cpu_summary = {k: summary([m.cpu_us_per_input for m in v]) for k, v in results.items() if v}
     cpu = {k: c["median"] for k, c in cpu_summary.items()}
     machine = {k: statistics.median(m.machine_busy_pct for m in v) for k, v in results.items() if v}
+    split = {k: {role: statistics.median(m.machine_split_pct.get(role, 0.0) for m in v)
+                 for role in (*ROLES, "rest")} for k, v in results.items() if v and v[0].machine_split_pct}
     latency_runs: list[dict[str, Any]] = []
     if "dispatch" in rates:
         half = rates["dispatch"]["median"] / 2
@@ -856,7 +929,7 @@ async def main() -> int:
               "poll_records": {"baseline_ingest": 500, "ingest": 500, "baseline_billing": BILLING_POLL,
                                "billing": BILLING_POLL},
               "rates_per_second": rates, "cpu_us_per_input": cpu_summary,
-              "machine_busy_pct": machine, "ratios": ratios,
+              "machine_busy_pct": machine, "machine_split_pct": split, "ratios": ratios,
               "client_projection": projection, "latency_at_half_load": latency, "rss_mb": rss,
               "targets": {"ingest_vs_baseline": 0.5, "billing_vs_baseline": 0.5, "dispatch_vs_http": 0.7,
                           "p99_ms": 50, "rss_mb": 200}}
@@ -868,6 +941,10 @@ async def main() -> int:
     for name, s in rates.items():
         print(f"{name:<20}{s['median']:>12,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}{s['spread_pct']:>8.0f}%"
               f"{cpu[name]:>14,.0f}{machine[name]:>13.0f}%")
+    print()
+    print("where the cores went (medians, % of all cores, as 'machine busy'):")
+    for name, roles in split.items():
+        print(f"  {name:<20} {machine[name]:>3.0f}% busy: {split_line(roles)}")
     print()
     for name, value in ratios.items():
         if not math.isnan(value) or name in pairs_main:  # a scenario BENCH_ONLY left out gives nan
@@ -881,7 +958,8 @@ async def main() -> int:
               f"produced -> readable p50/p99 "
               f"{r.get('broker_p50_ms', nan):.1f}/{r.get('broker_p99_ms', nan):.1f} ms, readable -> received "
               f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms; "
-              f"{loop_line(r.get('loop', {}))}; {stage_line(r.get('stages', {}))}")
+              f"{loop_line(r.get('loop', {}))}; {stage_line(r.get('stages', {}))}; "
+              f"machine: {split_line(r.get('machine_split_pct', {}))}")
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms (median of runs), "
           f"p99 {latency['p99_ms']:.1f} ms, p99.9 {latency['p999_ms']:.1f} ms (worst run)")
     for name, m in rss.items():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from bench.run import Window, committed_records
+from bench.run import MachineCpu, Window, busy_pct, committed_records, machine_cpu, machine_split, role_of, split_line
 
 
 def test_committed_records_counts_records_below_each_partitions_committed_offset() -> None:
@@ -62,3 +64,35 @@ def test_two_stages_with_a_backlog_are_timed_on_both_stages_work() -> None:
     assert both.rate == pytest.approx(16000 / 5.0)
     assert both.cpu_us_per_input == pytest.approx(1e6 * 5.0 / 16000)
     assert commits.measurement(20000).rate > both.rate  # what timing the commits alone would have claimed
+
+
+def test_roles_come_from_the_pid_and_the_command_line() -> None:
+    assert role_of(7, "/usr/bin/java -Xmx768m -cp x kafka.Kafka server.properties", under_test={7}) == "under test"
+    assert role_of(8, "/usr/bin/java -Xmx768m -cp x kafka.Kafka server.properties", under_test={7}) == "broker"
+    assert role_of(9, "/usr/bin/redis-server 127.0.0.1:24379", under_test=()) == "redis"
+    assert role_of(9, "python -m redis-server-lookalike", under_test=()) is None
+    assert role_of(10, "python -m services.cli dispatch simulator --port 1", under_test=()) == "simulator"
+    assert role_of(os.getpid(), "python -m bench.run", under_test=()) == "harness"
+    assert role_of(11, "python -m services.cli dispatch run", under_test=()) is None  # not under test here: rest
+
+
+def test_the_machine_split_adds_up_to_busy_and_counts_processes_started_meanwhile() -> None:
+    start = MachineCpu(1000.0, 4000.0, {1: ("under test", 500), 2: ("broker", 300), 3: ("redis", 10),
+                                        4: ("simulator", 50)})
+    # 400 of 1000 ticks busy: under test 150, broker 100, redis 0, a simulator gone meanwhile (its ticks are
+    # in "rest"), a harness process seen only at the end with 40 (counted from zero).
+    end = MachineCpu(1400.0, 5000.0, {1: ("under test", 650), 2: ("broker", 400), 3: ("redis", 10),
+                                      5: ("harness", 40)})
+    split = machine_split(start, end)
+    assert busy_pct(start, end) == pytest.approx(40.0)
+    assert split == pytest.approx({"under test": 15.0, "broker": 10.0, "redis": 0.0, "simulator": 0.0,
+                                   "harness": 4.0, "rest": 11.0})
+    assert sum(split.values()) == pytest.approx(busy_pct(start, end))
+    assert split_line(split) == "under test 15%, broker 10%, redis 0%, simulator 0%, harness 4%, rest 11%"
+    assert machine_split((0.0, 1.0), (1.0, 2.0)) == {}  # samples without processes: no split
+
+
+def test_a_real_sample_names_this_process_as_the_harness() -> None:
+    sample = machine_cpu()
+    assert sample.by_pid[os.getpid()][0] == "harness"
+    assert sample.busy <= sample.total
