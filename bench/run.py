@@ -710,17 +710,23 @@ def by_second(first: float, timed: Iterable[tuple[float, float]]) -> dict[int, l
 STAGE_PARTS = ("produced -> intake", "intake -> lane", "lane -> claimed", "claimed -> request", "request -> received")
 
 
+INTAKE_PAUSE_SECONDS = 0.02  # stage_split: no command taken in for this long is a pause of intake
+AFTER_PAUSE_SECONDS = 0.005  # ... and a command taken in within this of a pause's end was held up by it
+
+
 def stage_split(trace: str, received: dict[str, float]) -> dict[str, Any]:
     """The worker's stage trace (services/dispatch/stagetrace.py) joined with the simulator's receipt times:
     each part's p50 and p99 over all commands, and its mean over the slowest 1% end to end (where their
     time went). Parts in ms; `produced -> intake` includes the bench producer, the broker and the worker's
-    fetch."""
-    rows = []
+    fetch. Also the pauses of intake (no command taken in for over 20 ms, while commands kept arriving at
+    the harness's steady rate) and the share of the slowest 1% taken in within 5 ms of a pause's end."""
+    rows, intakes = [], []
     for line in trace.splitlines():
         command_id, *times = line.split("\t")
         if command_id in received:
             marks = [*map(float, times), received[command_id]]
             rows.append([1000 * (b - a) for a, b in itertools.pairwise(marks)])
+            intakes.append(marks[1])
     if not rows:
         return {}
     totals = sorted(range(len(rows)), key=lambda i: sum(rows[i]))
@@ -730,14 +736,31 @@ def stage_split(trace: str, received: dict[str, float]) -> dict[str, Any]:
         spread = percentiles([r[k] for r in rows])
         parts[part] = {"p50_ms": spread["p50_ms"], "p99_ms": spread["p99_ms"],
                        "slowest_1pct_mean_ms": statistics.fmean(rows[i][k] for i in slowest)}
-    return {"commands": len(rows), "parts": parts}
+    ordered = sorted(intakes)
+    gaps = [(b - a, b) for a, b in itertools.pairwise(ordered) if b - a > INTAKE_PAUSE_SECONDS]
+    ends = [end for _, end in gaps]
+
+    def after_pause(at: float) -> bool:
+        k = bisect.bisect_right(ends, at) - 1
+        return k >= 0 and at - ends[k] <= AFTER_PAUSE_SECONDS
+
+    return {"commands": len(rows), "parts": parts,
+            "intake_pauses": {"count": len(gaps), "longest_ms": 1000 * max((g for g, _ in gaps), default=0.0),
+                              "slowest_1pct_after_one_pct": 100 * sum(after_pause(intakes[i]) for i in slowest)
+                              / len(slowest)}}
 
 
 def stage_line(stages: dict[str, Any]) -> str:
     if not stages:
         return "stage trace not read"
-    return "slowest 1% by stage (mean ms): " + ", ".join(
+    line = "slowest 1% by stage (mean ms): " + ", ".join(
         f"{part} {p['slowest_1pct_mean_ms']:.1f}" for part, p in stages["parts"].items())
+    pauses = stages.get("intake_pauses")
+    if pauses:
+        line += (f"; intake paused over {1000 * INTAKE_PAUSE_SECONDS:.0f} ms {pauses['count']} times (longest "
+                 f"{pauses['longest_ms']:.0f} ms), {pauses['slowest_1pct_after_one_pct']:.0f}% of the slowest 1% "
+                 f"taken in within {1000 * AFTER_PAUSE_SECONDS:.0f} ms of one's end")
+    return line
 
 
 def loop_figures(metrics_url: str) -> dict[str, float]:

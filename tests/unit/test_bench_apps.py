@@ -60,6 +60,29 @@ def test_the_latency_phase_splits_the_slowest_commands_by_stage() -> None:
     assert abs(parts["request -> received"]["p50_ms"] - 2) < 0.01
     assert "produced -> intake 105.0" in stage_line(split)
     assert stage_split("", received) == {}
+    # Commands taken in every second: 199 pauses, the longest before the slow one (500.200 - 298.010 s).
+    assert split["intake_pauses"]["count"] == 199
+    assert abs(split["intake_pauses"]["longest_ms"] - 202_190) < 1
+    assert split["intake_pauses"]["slowest_1pct_after_one_pct"] == 100  # both of the slowest two follow a pause
+
+
+def test_intake_pauses_count_gaps_over_20_ms_and_the_slow_commands_right_after_them() -> None:
+    # 300 commands taken in 1 ms apart, a 50 ms pause, then 100 more 1 ms apart; 2 ms from intake to receipt,
+    # except the first 4 after the pause (held up by it: produced during it, 30 ms end to end).
+    lines, received = [], {}
+    at = 1000.0
+    for i in range(400):
+        at += 0.050 if i == 300 else 0.001
+        late = 300 <= i < 304
+        produced = at - (0.028 if late else 0.001)
+        lines.append(f"c{i}\t{produced:.6f}\t{at:.6f}\t{at:.6f}\t{at:.6f}\t{at:.6f}")
+        received[f"c{i}"] = at + 0.001
+    split = stage_split("\n".join(lines), received)
+    pauses = split["intake_pauses"]
+    assert pauses["count"] == 1
+    assert abs(pauses["longest_ms"] - 50) < 0.01
+    assert pauses["slowest_1pct_after_one_pct"] == 100  # the slowest 4 of 400: c300..c303, 0-3 ms after it
+    assert "intake paused over 20 ms 1 times (longest 50 ms), 100% of the slowest 1%" in stage_line(split)
 
 
 def test_the_stack_summary_counts_own_samples_by_innermost_frame_and_every_frame_once_per_stack() -> None:
