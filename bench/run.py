@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import data, ingress
+from bench import data, fetchtrace, ingress
 from bench.peers import COMMANDS as PEER_COMMANDS
 from chaos.stack import publish
 from services.billing.settings import BillingSettings
@@ -627,8 +627,10 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     stages_path = logs / f"dispatch-stages-{run}.tsv"
     env[stagetrace.ENV] = str(stages_path)
     await create_topics([*t.values(), f"{t['commands_topic']}.dlq"])
+    fetches_path = logs / f"dispatch-fetches-{run}.tsv"
+    traced = ["bench.fetchtrace", str(fetches_path)] if os.environ.get("BENCH_FETCH_TRACE") else []
     spawned = time.monotonic()
-    proc = spawn([sys.executable, "-m", "services.cli", "dispatch", "run"], env, logs / "dispatch-latency.log")
+    proc = spawn([sys.executable, "-m", *traced, "services.cli", "dispatch", "run"], env, logs / "dispatch-latency.log")
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0, enable_idempotence=True)
     await producer.start()
     sent_at: dict[str, float] = {}
@@ -648,6 +650,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
         loop_start = await asyncio.to_thread(loop_figures, metrics_url)
         sampler = sample_stacks("dispatch-latency", proc, logs / f"dispatch-latency-{run}.pyspy")
         cpu_start, machine_start = cpu_seconds([proc]), machine_cpu(tree_pids([proc]))
+        timed_from = time.time()
         total = int(rate * LATENCY_SECONDS)
         started = time.perf_counter()
         tick = 0.01
@@ -660,6 +663,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
             await producer.send(t["commands_topic"], orjson.dumps(command), key=key)
             sent_at[str(command["command_id"])] = time.time()
         await producer.flush()
+        timed_to = time.time()
         deadline = time.monotonic() + 120
         while await asyncio.to_thread(sim.distinct) < total + 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -696,7 +700,9 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     stages = stage_split(stages_path.read_text() if stages_path.exists() else "", received)
     return {**percentiles([ms for _, ms in timed]), **split, "rate": rate, "commands": len(timed),
             "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us, "loop": loop, "stages": stages,
-            "machine_split_pct": machine}
+            "machine_split_pct": machine,
+            "fetch_cycle": fetchtrace.cycle(fetches_path.read_text(), t["commands_topic"], timed_from, timed_to)
+            if fetches_path.exists() else {}}
 
 
 def by_second(first: float, timed: Iterable[tuple[float, float]]) -> dict[int, list[float]]:
@@ -748,6 +754,15 @@ def stage_split(trace: str, received: dict[str, float]) -> dict[str, Any]:
             "intake_pauses": {"count": len(gaps), "longest_ms": 1000 * max((g for g, _ in gaps), default=0.0),
                               "slowest_1pct_after_one_pct": 100 * sum(after_pause(intakes[i]) for i in slowest)
                               / len(slowest)}}
+
+
+def fetch_line(fetches: dict[str, float]) -> str:
+    """The worker's fetch cycle (BENCH_FETCH_TRACE, bench/fetchtrace.py), or nothing when not traced."""
+    if not fetches:
+        return ""
+    return (f"; {fetches['fetches']:.0f} fetches of commands, each p50/p99 {fetches['fetch_p50_ms']:.1f}/"
+            f"{fetches['fetch_p99_ms']:.1f} ms, then p50/p99 {fetches['gap_p50_ms']:.1f}/"
+            f"{fetches['gap_p99_ms']:.1f} ms until the next was sent")
 
 
 def stage_line(stages: dict[str, Any]) -> str:
@@ -982,7 +997,7 @@ async def main() -> int:
               f"{r.get('broker_p50_ms', nan):.1f}/{r.get('broker_p99_ms', nan):.1f} ms, readable -> received "
               f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms; "
               f"{loop_line(r.get('loop', {}))}; {stage_line(r.get('stages', {}))}; "
-              f"machine: {split_line(r.get('machine_split_pct', {}))}")
+              f"machine: {split_line(r.get('machine_split_pct', {}))}{fetch_line(r.get('fetch_cycle', {}))}")
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms (median of runs), "
           f"p99 {latency['p99_ms']:.1f} ms, p99.9 {latency['p999_ms']:.1f} ms (worst run)")
     for name, m in rss.items():
