@@ -778,6 +778,9 @@ def stage_line(stages: dict[str, Any]) -> str:
     return line
 
 
+PROBE_BOUNDS = {"0.001": 1, "0.005": 5, "0.01": 10, "0.05": 50}  # histogram bucket (s) -> figure name (ms)
+
+
 def loop_figures(metrics_url: str) -> dict[str, float]:
     """The worker's event loop probe (apiplus/loopprobe.py), as counters to subtract: stalled seconds running
     and waiting for a CPU, probes over 50 ms late, collector pauses (count and seconds) per generation."""
@@ -793,8 +796,8 @@ def parse_loop_figures(text: str) -> dict[str, float]:
                 out[f"stalled_{sample.labels['cpu']}_s"] = sample.value
             elif sample.name == "apiplus_event_loop_lag_seconds_count":
                 out["probes"] = sample.value
-            elif sample.name == "apiplus_event_loop_lag_seconds_bucket" and sample.labels["le"] == "0.05":
-                out["probes_within_50ms"] = sample.value
+            elif sample.name == "apiplus_event_loop_lag_seconds_bucket" and sample.labels["le"] in PROBE_BOUNDS:
+                out[f"probes_within_{PROBE_BOUNDS[sample.labels['le']]}ms"] = sample.value
             elif sample.name in ("apiplus_gc_pause_seconds_count", "apiplus_gc_pause_seconds_sum"):
                 kind = "count" if sample.name.endswith("count") else "s"
                 out[f"gc{sample.labels['generation']}_{kind}"] = sample.value
@@ -808,9 +811,12 @@ def loop_line(loop: dict[str, float]) -> str:
     late = loop.get("probes", 0) - loop.get("probes_within_50ms", 0)
     gc = ", ".join(f"gen{g} {loop.get(f'gc{g}_count', 0):.0f} pauses {1000 * loop.get(f'gc{g}_s', 0):.0f} ms"
                    for g in (0, 1, 2))
+    probes = loop.get("probes", 0)
+    timely = ("/".join(f"{100 * loop.get(f'probes_within_{ms}ms', 0) / probes:.0f}%" for ms in (1, 5, 10))
+              if probes else "-")
     return (f"event loop stalled {1000 * loop.get('stalled_running_s', 0):.0f} ms running, "
-            f"{1000 * loop.get('stalled_waiting_s', 0):.0f} ms waiting for a CPU, {late:.0f} probes over 50 ms late; "
-            f"gc {gc}")
+            f"{1000 * loop.get('stalled_waiting_s', 0):.0f} ms waiting for a CPU, {late:.0f} probes over 50 ms late, "
+            f"{timely} of its probes within 1/5/10 ms; gc {gc}")
 
 
 async def watch_commands(topic: str, seen_at: dict[str, float]) -> None:

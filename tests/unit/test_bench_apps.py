@@ -31,18 +31,21 @@ def test_the_quix_ingest_app_stops_on_a_record_the_core_refuses() -> None:
 def test_the_latency_phase_reads_the_workers_loop_probe_from_its_metrics() -> None:
     registry = CollectorRegistry()
     probe = LoopProbe(registry)
+    probe.observe(0.0004, 0.0001)
     probe.observe(0.004, 0.001)
+    probe.observe(0.007, 0.001)
     probe.observe(0.120, 0.020)
     probe.on_gc("start", {"generation": 2})
     probe.on_gc("stop", {"generation": 2})
     figures = parse_loop_figures(generate_latest(registry).decode())
-    assert figures["probes"] == 2
-    assert figures["probes_within_50ms"] == 1
+    assert figures["probes"] == 4
+    assert figures["probes_within_50ms"] == 3
+    assert (figures["probes_within_1ms"], figures["probes_within_5ms"], figures["probes_within_10ms"]) == (1, 2, 3)
     assert abs(figures["stalled_running_s"] - 0.020) < 1e-9
     assert abs(figures["stalled_waiting_s"] - 0.100) < 1e-9
     assert figures["gc2_count"] == 1
     line = loop_line(figures)
-    assert "20 ms running, 100 ms waiting for a CPU, 1 probes over 50 ms late" in line
+    assert "20 ms running, 100 ms waiting for a CPU, 1 probes over 50 ms late, 25%/50%/75% of its probes" in line
     assert "gen2 1 pauses" in line
 
 
