@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import uvloop
 
@@ -35,12 +36,12 @@ def parse_variant(text: str) -> dict[str, str]:
     return variant
 
 
-def line(name: str, r: dict[str, object]) -> str:
+def line(name: str, r: dict[str, Any]) -> str:
     return (f"{name}: {r['rate']:,.0f}/s, {r['cpu_us_per_command']:.0f} cpu us/command, p50 {r['p50_ms']:.1f} ms, "
             f"p99 {r['p99_ms']:.1f} ms, p99.9 {r['p999_ms']:.1f} ms; produced -> readable p99 "
-            f"{r.get('broker_p99_ms', float('nan')):.1f} ms; {bench.loop_line(r.get('loop', {}))}; "  # type: ignore[arg-type]
-            f"{bench.stage_line(r.get('stages', {}))}; machine: {bench.split_line(r.get('machine_split_pct', {}))}"  # type: ignore[arg-type]
-            f"{bench.fetch_line(r.get('fetch_cycle', {}))}")  # type: ignore[arg-type]
+            f"{r.get('broker_p99_ms', float('nan')):.1f} ms; {bench.loop_line(r.get('loop', {}))}; "
+            f"{bench.stage_line(r.get('stages', {}))}; machine: {bench.split_line(r.get('machine_split_pct', {}))}"
+            f"{bench.fetch_line(r.get('fetch_cycle', {}))}")
 
 
 async def main(argv: Sequence[str] | None = None) -> int:
