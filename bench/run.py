@@ -93,24 +93,29 @@ def process_tree(pid: int) -> list[int]:
 
 
 def tree_pids(procs: Sequence[subprocess.Popen[bytes]]) -> set[int]:
+    """The processes and their live descendants (process_tree of each)."""
     return {pid for proc in procs for pid in process_tree(proc.pid)}
 
 
 def worker_rss_mb(procs: Sequence[subprocess.Popen[bytes]]) -> float:
     """The largest RSS of any process under test, children included: the per-worker figure of issue 14."""
-    return max((rss_mb(pid) for proc in procs for pid in process_tree(proc.pid)), default=0.0)
+    return max((rss_mb(pid) for pid in tree_pids(procs)), default=0.0)
+
+
+def process_ticks(stat: Path) -> int:
+    """User + system CPU of one process so far (all its threads), in clock ticks, from its /proc/<pid>/stat;
+    OSError, IndexError or ValueError if it is gone or unreadable."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
 
 
 def cpu_seconds(procs: Sequence[subprocess.Popen[bytes]]) -> float:
     """User + system CPU of the processes so far, their children and all their threads included
     (librdkafka's too)."""
     total = 0
-    for pid in (pid for proc in procs for pid in process_tree(proc.pid)):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-        except (OSError, IndexError, ValueError):
-            pass
+    for pid in tree_pids(procs):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += process_ticks(Path(f"/proc/{pid}/stat"))
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -178,8 +183,7 @@ def machine_cpu(under_test: Collection[int] = ()) -> MachineCpu:
             role = role_of(pid, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"),
                            under_test)
             if role is not None:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                by_pid[pid] = (role, int(fields[11]) + int(fields[12]))
+                by_pid[pid] = (role, process_ticks(entry / "stat"))
         except (OSError, IndexError, ValueError):
             pass  # gone meanwhile
     return MachineCpu(sum(ticks) - idle, sum(ticks), by_pid)
