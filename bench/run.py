@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import data, fetchtrace, ingress
+from bench import data, ingress
 from bench.peers import COMMANDS as PEER_COMMANDS
 from chaos.stack import publish
 from services.billing.settings import BillingSettings
@@ -705,7 +705,7 @@ async def bench_latency(rate: float, logs: Path) -> dict[str, Any]:
     return {**percentiles([ms for _, ms in timed]), **split, "rate": rate, "commands": len(timed),
             "ready_s": round(ready, 1), "cpu_us_per_command": cpu_us, "loop": loop, "stages": stages,
             "machine_split_pct": machine,
-            "fetch_cycle": fetchtrace.cycle(fetches_path.read_text(), t["commands_topic"], timed_from, timed_to)
+            "fetch_cycle": fetch_cycle(fetches_path.read_text(), t["commands_topic"], timed_from, timed_to)
             if fetches_path.exists() else {}}
 
 
@@ -758,6 +758,21 @@ def stage_split(trace: str, received: dict[str, float]) -> dict[str, Any]:
             "intake_pauses": {"count": len(gaps), "longest_ms": 1000 * max((g for g, _ in gaps), default=0.0),
                               "slowest_1pct_after_one_pct": 100 * sum(after_pause(intakes[i]) for i in slowest)
                               / len(slowest)}}
+
+
+def fetch_cycle(trace: str, topic: str, start: float, end: float) -> dict[str, float]:
+    """The fetch trace (BENCH_FETCH_TRACE, bench/fetchtrace.py: topic, sent, handed over per line) read for the
+    fetches of `topic` sent between `start` and `end`: how long each took (`fetch_*`) and the gap from its end
+    to the next one's start (`gap_*`), in ms. Empty without two such fetches."""
+    rows = (line.split("\t") for line in trace.splitlines())
+    fetches = sorted((float(fields[1]), float(fields[2])) for fields in rows
+                     if len(fields) == 3 and fields[0] == topic and start <= float(fields[1]) <= end)
+    if len(fetches) < 2:
+        return {}
+    took = percentiles([1000 * (done - sent) for sent, done in fetches])
+    gaps = percentiles([1000 * (b[0] - a[1]) for a, b in itertools.pairwise(fetches)])
+    return {"fetches": len(fetches), **{f"fetch_{k}": v for k, v in took.items()},
+            **{f"gap_{k}": v for k, v in gaps.items()}}
 
 
 def fetch_line(fetches: dict[str, float]) -> str:

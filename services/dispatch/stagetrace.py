@@ -17,14 +17,38 @@ ENV = "APIPLUS_DISPATCH_STAGE_TRACE"
 STAGES = ("produced", "intake", "lane", "claimed", "request")
 
 
+class LineFile:
+    """Lines appended to a file, whole lines per write on an O_APPEND descriptor: several processes share the
+    file (those of APIPLUS_DISPATCH_PROCESSES, say) without one's line cut by another's, as a buffered file
+    object would cut them where its buffer fills."""
+
+    def __init__(self, path: str, lines_per_write: int) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lines: list[str] = []
+        self._per_write = lines_per_write
+
+    def append(self, line: str) -> None:
+        """One line, its newline included."""
+        self._lines.append(line)
+        if len(self._lines) >= self._per_write:
+            self.flush()
+
+    def flush(self) -> None:
+        data = memoryview("".join(self._lines).encode())
+        self._lines = []
+        while data:
+            data = data[os.write(self._fd, data):]
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+
 class StageTrace:
     LINES_PER_WRITE = 500
 
     def __init__(self, path: str) -> None:
-        # Whole lines per write on an O_APPEND descriptor: the processes of APIPLUS_DISPATCH_PROCESSES share the
-        # file without one's line cut by another's (a buffered file object writes where its buffer fills).
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._lines: list[str] = []
+        self._file = LineFile(path, self.LINES_PER_WRITE)
 
     @staticmethod
     def start(produced_ms: int) -> list[float]:
@@ -39,19 +63,10 @@ class StageTrace:
         """The first provider request of a command traced from intake: its line is written."""
         if len(stages) == len(STAGES) - 1:
             stages.append(time.time())
-            self._lines.append("\t".join([command_id, *(f"{t:.6f}" for t in stages)]) + "\n")
-            if len(self._lines) >= self.LINES_PER_WRITE:
-                self._write()
-
-    def _write(self) -> None:
-        data = memoryview("".join(self._lines).encode())
-        self._lines = []
-        while data:
-            data = data[os.write(self._fd, data):]
+            self._file.append("\t".join([command_id, *(f"{t:.6f}" for t in stages)]) + "\n")
 
     def close(self) -> None:
-        self._write()
-        os.close(self._fd)
+        self._file.close()
 
 
 def from_env() -> StageTrace | None:

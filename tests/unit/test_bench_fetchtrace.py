@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.fetchtrace import cycle
-from bench.run import ROOT, fetch_line
+from bench.run import ROOT, fetch_cycle, fetch_line
 
 
 def test_the_cycle_splits_each_fetch_from_the_gap_until_the_next_in_the_window() -> None:
@@ -22,12 +21,12 @@ def test_the_cycle_splits_each_fetch_from_the_gap_until_the_next_in_the_window()
         "cut\tline",
         "t.commands\t200.000\t200.010",  # after the window
     ])
-    figures = cycle(trace, "t.commands", 100.0, 150.0)
+    figures = fetch_cycle(trace, "t.commands", 100.0, 150.0)
     assert figures["fetches"] == 3
     assert figures["fetch_p50_ms"] == pytest.approx(10)
     assert figures["fetch_max_ms"] == pytest.approx(20)
     assert figures["gap_max_ms"] == pytest.approx(65)
-    assert cycle(trace, "t.commands", 300.0, 400.0) == {}
+    assert fetch_cycle(trace, "t.commands", 300.0, 400.0) == {}
     assert fetch_line(figures).startswith("; 3 fetches of commands, each p50/p99 10.0/")
     assert fetch_line({}) == ""
 
