@@ -12,14 +12,12 @@ or pass `--warm-up` for one untimed run first. Each run prints what the full ben
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import uvloop
 
-from bench import data
 from bench import run as bench
 
 
@@ -39,9 +37,7 @@ def parse_variant(text: str) -> dict[str, str]:
 def line(name: str, r: dict[str, Any]) -> str:
     return (f"{name}: {r['rate']:,.0f}/s, {r['cpu_us_per_command']:.0f} cpu us/command, p50 {r['p50_ms']:.1f} ms, "
             f"p99 {r['p99_ms']:.1f} ms, p99.9 {r['p999_ms']:.1f} ms; produced -> readable p99 "
-            f"{r.get('broker_p99_ms', float('nan')):.1f} ms; {bench.loop_line(r.get('loop', {}))}; "
-            f"{bench.stage_line(r.get('stages', {}))}; machine: {bench.split_line(r.get('machine_split_pct', {}))}"
-            f"{bench.fetch_line(r.get('fetch_cycle', {}))}")
+            f"{r.get('broker_p99_ms', float('nan')):.1f} ms; {bench.diagnosis_line(r)}")
 
 
 async def main(argv: Sequence[str] | None = None) -> int:
@@ -53,9 +49,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs = bench.ROOT / ".cache" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(Exception):  # made by an earlier run on this broker
-        await bench.create_topics(["bench.registry", "bench.health"], compacted=["bench.registry", "bench.health"])
-    await bench.produce("bench.registry", data.registry_rows(bench.CHANNELS))
+    await bench.load_registry()
     if args.warm_up:
         await bench.bench_latency(args.rate, logs)
     base = dict(os.environ)

@@ -800,6 +800,12 @@ def stage_line(stages: dict[str, Any]) -> str:
 PROBE_BOUNDS = {"0.001": 1, "0.005": 5, "0.01": 10, "0.05": 50}  # histogram bucket (s) -> figure name (ms)
 
 
+def diagnosis_line(run: dict[str, Any]) -> str:
+    """What a latency run says held its commands up: loop probe, stage split, cores by role, fetch cycle."""
+    return (f"{loop_line(run.get('loop', {}))}; {stage_line(run.get('stages', {}))}; "
+            f"machine: {split_line(run.get('machine_split_pct', {}))}{fetch_line(run.get('fetch_cycle', {}))}")
+
+
 def loop_figures(metrics_url: str) -> dict[str, float]:
     """The worker's event loop probe (apiplus/loopprobe.py), as counters to subtract: stalled seconds running
     and waiting for a CPU, probes over 50 ms late, collector pauses (count and seconds) per generation."""
@@ -911,19 +917,25 @@ def record_ingest(results: dict[str, list[Measurement]], suffix: str, whole: Mea
     results[f"ingest_normalise{suffix}"].append(whole.extra["outputs"])
 
 
+async def load_registry() -> None:
+    """dispatch's channel registry (and its empty health topic) for the bench's channels; kept across runs on one
+    broker, so an existing topic is fine."""
+    with contextlib.suppress(Exception):
+        await create_topics(["bench.registry", "bench.health"], compacted=["bench.registry", "bench.health"])
+    await produce("bench.registry", data.registry_rows(CHANNELS))
+
+
 async def main() -> int:
     logs = ROOT / ".cache" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:6]
     ingest_src, billing_src = f"bench.ingest.{tag}.raw", f"bench.billing.{tag}.lifecycle"
     await create_topics([ingest_src, billing_src])
-    with contextlib.suppress(Exception):
-        await create_topics(["bench.registry", "bench.health"], compacted=["bench.registry", "bench.health"])
     say(f"loading backlogs: {INGEST_N} raw events, {BILLING_TENANTS * BILLING_PER_TENANT} lifecycle events, "
         f"{CHANNELS} channels in the registry")
     await produce(ingest_src, data.ingest_events(INGEST_N, CHANNELS))
     billing_n = await produce(billing_src, data.billing_events(BILLING_TENANTS, BILLING_PER_TENANT))
-    await produce("bench.registry", data.registry_rows(CHANNELS))
+    await load_registry()
     results: dict[str, list[Measurement]] = {k: [] for k in (
         "baseline_ingest", "ingest", "ingest_normalise", "faust_ingest", *PEER_COMMANDS, "baseline_billing",
         "billing", "dispatch", "http", "http_aiohttp",
@@ -1021,8 +1033,7 @@ async def main() -> int:
               f"produced -> readable p50/p99 "
               f"{r.get('broker_p50_ms', nan):.1f}/{r.get('broker_p99_ms', nan):.1f} ms, readable -> received "
               f"{r.get('worker_p50_ms', nan):.1f}/{r.get('worker_p99_ms', nan):.1f} ms; "
-              f"{loop_line(r.get('loop', {}))}; {stage_line(r.get('stages', {}))}; "
-              f"machine: {split_line(r.get('machine_split_pct', {}))}{fetch_line(r.get('fetch_cycle', {}))}")
+              f"{diagnosis_line(r)}")
     print(f"dispatch latency at half load: p50 {latency['p50_ms']:.1f} ms (median of runs), "
           f"p99 {latency['p99_ms']:.1f} ms, p99.9 {latency['p999_ms']:.1f} ms (worst run)")
     for name, m in rss.items():
